@@ -1,0 +1,34 @@
+# The two commands a new user needs: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+
+.PHONY: demo test test-all bench lock clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-base: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP_INSTALL) -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP_INSTALL) -e '.[dev]'
+	touch $@ $(VENV)/.installed-base
+
+demo: $(VENV)/.installed-base
+	$(BIN)/compoundwatch demo
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m benchmarks.run
+
+# Refresh the constraints (lock) file from the current environment after changing pyproject.toml.
+lock: $(VENV)/.installed-dev
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^compoundwatch' > constraints.txt
+
+clean:
+	rm -rf data .dvc/cache .dvc/tmp metrics.json

@@ -1,0 +1,186 @@
+"""One typed, validated settings object built from ``params.yaml``.
+
+Precedence (highest first): explicit overrides passed by the CLI > ``params.yaml`` > the defaults below.
+Secrets never live here: credentials come from the environment or sentinelhub's own config at fetch time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ConfigError, InputFileError
+
+__all__ = [
+    "Source",
+    "FetchSettings",
+    "SyntheticSettings",
+    "TileSettings",
+    "PreprocessSettings",
+    "DetectSettings",
+    "FlagSettings",
+    "EvaluateSettings",
+    "Settings",
+    "load_settings",
+    "params_hash",
+    "DEFAULT_PARAMS",
+]
+
+DEFAULT_PARAMS = Path("params.yaml")
+S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+
+
+class Source(str, Enum):
+    """Where imagery comes from."""
+
+    SYNTHETIC = "synthetic"
+    SENTINELHUB = "sentinelhub"
+    STAC = "stac"
+    LOCAL = "local"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FetchSettings(_Section):
+    """What to fetch: source, time range (UTC dates) and bands, on a UTM grid of ``resolution_m`` metres."""
+
+    source: Source = Source.SYNTHETIC
+    start: dt.date = dt.date(2020, 6, 1)
+    end: dt.date = dt.date(2023, 6, 30)
+    bands: tuple[str, ...] = ("B02", "B03", "B04", "B08", "B11", "B12")
+    resolution_m: float = Field(10.0, gt=0, le=60)
+    max_cloud_cover: float = Field(80.0, ge=0, le=100)
+
+    @field_validator("bands")
+    @classmethod
+    def _known_bands(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [b for b in v if b not in S2_BANDS]
+        if unknown:
+            raise ValueError(f"unknown Sentinel-2 band(s) {unknown}; use names like B02, B8A, B11")
+        if not v:
+            raise ValueError("at least one band is needed")
+        return v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "FetchSettings":
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
+
+
+class SyntheticSettings(_Section):
+    """The built-in scene generator: seed and revisit interval in days."""
+
+    seed: int = 42
+    revisit_days: int = Field(30, ge=5, le=120)
+
+
+class TileSettings(_Section):
+    """Chunking of the per-site cubes: square tiles of ``tile_size_px`` pixels."""
+
+    tile_size_px: int = Field(256, ge=32, le=4096)
+
+
+class PreprocessSettings(_Section):
+    """SCL classes treated as not clear, and whether to remove the 2022 processing-baseline offset."""
+
+    invalid_scl: tuple[int, ...] = (0, 1, 3, 8, 9, 10, 11)
+    harmonise: bool = True
+
+
+class DetectSettings(_Section):
+    """Persistent change-vector detector.
+
+    ``reference_months``: months at the start of the series that form the per-pixel reference.
+    ``threshold``: ``None`` for an automatic (Otsu) threshold on the score, else a fixed score.
+    ``min_score``: floor for the automatic threshold (score units: robust z of the change vector).
+    ``persistence``: fraction of clear dates after the break that must stay changed (0-1).
+    ``min_post_obs``: clear dates after the break needed to call a change.
+    """
+
+    method: str = "persistent-cva"
+    reference_months: int = Field(12, ge=1, le=60)
+    threshold: float | None = Field(None, gt=0)
+    min_score: float = Field(6.0, gt=0)
+    persistence: float = Field(0.8, gt=0, le=1)
+    min_post_obs: int = Field(3, ge=1)
+    max_ndvi_gain: float = Field(0.1, ge=0, le=2)
+
+
+class FlagSettings(_Section):
+    """Vectorising: drop blobs below ``min_area_m2`` square metres."""
+
+    min_area_m2: float = Field(5000.0, ge=0)
+    simplify_m: float = Field(0.0, ge=0)
+
+
+class EvaluateSettings(_Section):
+    """Object-level matching: a truth polygon >= ``min_truth_area_m2`` is found at IoU >= ``iou_threshold``."""
+
+    iou_threshold: float = Field(0.3, gt=0, le=1)
+    min_truth_area_m2: float = Field(5000.0, ge=0)
+
+
+class Settings(_Section):
+    """All settings of one run (the parsed ``params.yaml``)."""
+
+    sites: tuple[str, ...] = ()
+    sites_file: Path = Path("configs/sites.geojson")
+    fetch: FetchSettings = FetchSettings()
+    synthetic: SyntheticSettings = SyntheticSettings()
+    tile: TileSettings = TileSettings()
+    preprocess: PreprocessSettings = PreprocessSettings()
+    detect: DetectSettings = DetectSettings()
+    flag: FlagSettings = FlagSettings()
+    evaluate: EvaluateSettings = EvaluateSettings()
+
+
+def _format_error(err: ValidationError, origin: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    got = first.get("input")
+    got_txt = "" if isinstance(got, dict) else f" (got {got!r})"
+    more = len(err.errors()) - 1
+    tail = f"; and {more} more problem(s)" if more else ""
+    return f"{origin}: {key}: {msg}{got_txt}{tail}"
+
+
+def settings_from_dict(data: dict[str, Any], origin: str = "params") -> Settings:
+    """Validate a mapping into :class:`Settings`; raise :class:`ConfigError` naming the bad key."""
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, origin)) from None
+
+
+def load_settings(path: str | Path = DEFAULT_PARAMS) -> Settings:
+    """Read and validate ``params.yaml`` (missing file -> :class:`InputFileError`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"config file {path} not found; run from the project root or pass --params")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return settings_from_dict(data, origin=str(path))
+
+
+def params_hash(settings: Settings, sections: tuple[str, ...] = ("fetch", "synthetic", "preprocess", "detect", "flag")) -> str:
+    """Short, stable hash of the settings sections that shape the flags (12 hex digits)."""
+    dump = settings.model_dump(mode="json", include=set(sections))
+    blob = json.dumps(dump, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
