@@ -305,6 +305,8 @@ class SyntheticFetcher:
         sow = rng.uniform(90, 150, max(n_fields, 1))  # day of year crops emerge
         season = rng.uniform(100, 150, max(n_fields, 1))  # growing season length (days)
         ploughs = rng.random(max(n_fields, 1)) < 0.5
+        years = sorted({d.year for d in dates})
+        sow_jitter = rng.uniform(-12, 12, (len(years), max(n_fields, 1)))  # farmers sow a bit earlier/later
         fid = np.where(land.field_id >= 0, land.field_id, 0)
         is_field = land.field_id >= 0
         blocks = []
@@ -333,7 +335,7 @@ class SyntheticFetcher:
             doy = day.timetuple().tm_yday
             img = base.copy()
             # crops: vegetation fraction rises and falls over the growing season; ploughed in autumn
-            phase = (doy - sow) / season
+            phase = (doy - sow - sow_jitter[years.index(day.year)]) / season
             veg = np.clip(np.sin(np.pi * phase), 0, None) * (phase >= 0) * (phase <= 1)
             vf = veg[fid] * is_field
             img = img * (1 - vf)[None] + spec["crop"][:, None, None] * vf[None]
