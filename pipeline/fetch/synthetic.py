@@ -112,7 +112,9 @@ class SyntheticFetcher:
         """Ground truth expansions as a GeoDataFrame in the site's UTM CRS.
 
         Columns: ``truth_id``, ``site_id``, ``kind``, ``appeared_after`` / ``appeared_before`` (ISO dates:
-        last date without / first date with the change), ``area_m2`` and ``geometry``.
+        the last date before ground works began / the first date showing the finished buildings; ground
+        works are half visible on the date between, so a detector may rightly date the change to either of
+        the two later dates), ``area_m2`` and ``geometry``.
         """
         import geopandas as gpd
         from shapely.geometry import box
@@ -130,7 +132,7 @@ class SyntheticFetcher:
                     "truth_id": tp.truth_id,
                     "site_id": request.site_id,
                     "kind": tp.kind,
-                    "appeared_after": dates[tp.first_index - 1].isoformat(),
+                    "appeared_after": dates[tp.first_index - 2].isoformat(),
                     "appeared_before": dates[tp.first_index].isoformat(),
                     "area_m2": float(geom.area),
                     "geometry": geom,
