@@ -1,7 +1,16 @@
 """One typed, validated settings object built from ``params.yaml``.
 
 Precedence (highest first): explicit overrides passed by the CLI > ``params.yaml`` > the defaults below.
-Secrets never live here: credentials come from the environment or sentinelhub's own config at fetch time.
+Secrets never live here: Sentinel Hub / CDSE OAuth client id and secret come from the environment
+(``SH_CLIENT_ID``, ``SH_CLIENT_SECRET``) or from a sentinelhub-py config profile, so they never reach
+params.yaml, dvc.lock or the logs.
+
+Service presets
+---------------
+Sentinel Hub (default): ``base_url: https://services.sentinel-hub.com``,
+``token_url: https://services.sentinel-hub.com/auth/realms/main/protocol/openid-connect/token``.
+Copernicus Data Space Ecosystem: ``base_url: https://sh.dataspace.copernicus.eu``,
+``token_url: https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token``.
 """
 
 from __future__ import annotations
@@ -27,6 +36,12 @@ __all__ = [
     "DetectSettings",
     "FlagSettings",
     "EvaluateSettings",
+    "Collection",
+    "SentinelHubSettings",
+    "StacSettings",
+    "LocalSettings",
+    "SH_URLS",
+    "CDSE_URLS",
     "Settings",
     "load_settings",
     "params_hash",
@@ -130,6 +145,105 @@ class EvaluateSettings(_Section):
     min_truth_area_m2: float = Field(5000.0, ge=0)
 
 
+SH_URLS = (
+    "https://services.sentinel-hub.com",
+    "https://services.sentinel-hub.com/auth/realms/main/protocol/openid-connect/token",
+)
+CDSE_URLS = (
+    "https://sh.dataspace.copernicus.eu",
+    "https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token",
+)
+
+
+class Collection(str, Enum):
+    """Sentinel-2 product level."""
+
+    L2A = "l2a"
+    L1C = "l1c"
+
+
+def _http(v: str) -> str:
+    if not v.startswith(("http://", "https://")):
+        raise ValueError(f"must be an http(s) URL, got {v!r}")
+    if "@" in v.split("/")[2]:
+        raise ValueError("must not contain credentials (user:password@host); use SH_CLIENT_ID/SH_CLIENT_SECRET")
+    return v.rstrip("/")
+
+
+class SentinelHubSettings(_Section):
+    """Sentinel Hub or CDSE through sentinelhub-py (Catalog + Process API).
+
+    ``max_cloud_cover``: scene cloud cover limit in percent (Catalog filter ``eo:cloud_cover``).
+    ``max_retries``: retries after the first attempt for 429/5xx/connection errors.
+    ``backoff``: first retry delay in seconds (doubles each retry, ±25 % jitter; ``Retry-After`` wins).
+    ``profile``: sentinelhub-py config profile holding the credentials (``None``: env vars / default profile).
+    ``cache_dir``: where downloaded scenes are kept between runs (resume, no refetch).
+    ``timeout_s``: per-request timeout in seconds.
+    """
+
+    base_url: str = SH_URLS[0]
+    token_url: str = SH_URLS[1]
+    collection: Collection = Collection.L2A
+    max_cloud_cover: float = Field(80.0, ge=0, le=100)
+    max_retries: int = Field(5, ge=0, le=20)
+    backoff: float = Field(2.0, ge=0, le=600)
+    profile: str | None = None
+    cache_dir: Path = Path("data/cache/sentinelhub")
+    timeout_s: float = Field(120.0, gt=0)
+
+    @field_validator("base_url", "token_url")
+    @classmethod
+    def _urls(cls, v: str) -> str:
+        return _http(v)
+
+
+class StacSettings(_Section):
+    """Any STAC API through pystac-client + odc-stac.
+
+    ``url``: the API root (Earth Search: ``https://earth-search.aws.element84.com/v1``; Planetary Computer:
+    ``https://planetarycomputer.microsoft.com/api/stac/v1`` with ``sign: true``, which needs the
+    ``planetary-computer`` package). ``collection``: e.g. ``sentinel-2-l2a``. ``band_assets``: band -> asset key
+    overrides (the default understands ``B04`` as well as Earth Search's ``red``); ``scl_asset``: the scene
+    classification asset (``None``: auto, ``SCL`` or ``scl``).
+    """
+
+    url: str = "https://earth-search.aws.element84.com/v1"
+    collection: str = "sentinel-2-l2a"
+    sign: bool = False
+    max_cloud_cover: float = Field(80.0, ge=0, le=100)
+    band_assets: dict[str, str] = Field(default_factory=dict)
+    scl_asset: str | None = None
+    max_retries: int = Field(5, ge=0, le=20)
+    backoff: float = Field(2.0, ge=0, le=600)
+    chunk_px: int = Field(512, ge=32, le=8192)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http(v)
+
+
+class LocalSettings(_Section):
+    """A folder of scenes on disk.
+
+    ``path``: the folder; ``pattern``: glob(s) relative to it matching scene files (multiband GeoTIFF/COG,
+    bands named by their descriptions) or band folders (``*_B02.tif`` …). ``band_order``: band names in file
+    order for files without band descriptions (e.g. ``[B04, B03, B02]`` for an RGB export).
+    ``dn_scale``: multiply stored integer values by this to get L2A DNs (1 for L2A products; ``39.2157`` =
+    10000/255 for 8-bit "raw" EO Browser exports). Dates come from tags or ``YYYYMMDD``/``YYYY-MM-DD`` in names.
+    """
+
+    path: Path
+    pattern: tuple[str, ...] = ("*.tif",)
+    band_order: tuple[str, ...] | None = None
+    dn_scale: float = Field(1.0, gt=0)
+
+    @field_validator("pattern", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return (v,) if isinstance(v, str) else v
+
+
 class Settings(_Section):
     """All settings of one run (the parsed ``params.yaml``)."""
 
@@ -142,6 +256,15 @@ class Settings(_Section):
     detect: DetectSettings = DetectSettings()
     flag: FlagSettings = FlagSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
+    sentinelhub: SentinelHubSettings = SentinelHubSettings()
+    stac: StacSettings = StacSettings()
+    local: LocalSettings | None = None
+
+    @model_validator(mode="after")
+    def _source_section(self) -> "Settings":
+        if self.fetch.source is Source.LOCAL and self.local is None:
+            raise ValueError("fetch.source is 'local' but there is no `local:` section with the scenes' path")
+        return self
 
 
 def _format_error(err: ValidationError, origin: str) -> str:
@@ -179,7 +302,9 @@ def load_settings(path: str | Path = DEFAULT_PARAMS) -> Settings:
     return settings_from_dict(data, origin=str(path))
 
 
-def params_hash(settings: Settings, sections: tuple[str, ...] = ("fetch", "synthetic", "preprocess", "detect", "flag")) -> str:
+def params_hash(settings: Settings, sections: tuple[str, ...] = (
+        "fetch", "synthetic", "sentinelhub", "stac", "local", "preprocess", "detect", "flag"
+    )) -> str:
     """Short, stable hash of the settings sections that shape the flags (12 hex digits)."""
     dump = settings.model_dump(mode="json", include=set(sections))
     blob = json.dumps(dump, sort_keys=True, separators=(",", ":")).encode()

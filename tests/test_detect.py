@@ -138,3 +138,11 @@ def test_nan_lower_quantile_matches_numpy():
     want = np.nanquantile(a[:, 1:, :], 0.2, axis=0, method="lower")
     np.testing.assert_allclose(got[1:, :], want, rtol=1e-6)
     assert np.isnan(got[0, 0])
+
+
+def test_rgb_only_series_still_detects():
+    refl, clear = _series()
+    refl[20:, :, 5:13, 5:13] = ROOF[:, None, None]
+    det = detect_series(refl.sel(band=["B02", "B03", "B04"]), clear, DetectSettings())
+    assert det["change"].values[5:13, 5:13].all()
+    assert det["change"].values.sum() == 64

@@ -12,7 +12,8 @@ For each pixel:
 4. Persistence: for every candidate break date ``t`` the ``1 - persistence`` quantile of ``z`` over the clear
    dates from ``t`` on says how strongly the change *stays*; a pixel's score is the best such level over
    candidate breaks with at least ``min_post_obs`` clear dates. Candidates whose vegetation index rose by
-   more than ``max_ndvi_gain`` (new fields, not buildings) are ignored.
+   more than ``max_ndvi_gain`` (new fields, not buildings) are ignored; without B04 and B08 (an RGB-only
+   series) this vegetation gate is off.
 5. The threshold is automatic (Otsu on the log score, floored at ``min_score``) unless fixed. The break is
    the first clear date whose own ``z`` and persistent level both pass it.
 
@@ -22,13 +23,14 @@ looks at the whole score image, which is a single 2-D float array.
 
 from __future__ import annotations
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from pipeline.config import DetectSettings
 from pipeline.detect.cva import change_features
-from pipeline.detect.indices import ndvi
+from pipeline.detect.indices import has_bands, ndvi
 from pipeline.detect.threshold import otsu_threshold
 from pipeline.errors import DetectionError
 
@@ -180,7 +182,8 @@ def detect_series(refl: xr.DataArray, clear: xr.DataArray, settings: DetectSetti
     clear = clear.transpose("time", "y", "x").astype(bool).reset_coords(drop=True)
     masked = refl.where(clear)
     feat = change_features(masked)
-    veg = ndvi(masked)
+    # vegetation gate input; an RGB-only series gets a neutral (all-zero) index, i.e. no gate
+    veg = ndvi(masked) if has_bands(masked, "B04", "B08") else xr.zeros_like(masked.isel(band=0, drop=True))
     if feat.chunks is not None:  # core dims must be single chunks; y/x chunks stay as they are
         feat = feat.chunk({"time": -1, "feature": -1})
         veg = veg.chunk({"time": -1})
@@ -206,6 +209,8 @@ def detect_series(refl: xr.DataArray, clear: xr.DataArray, settings: DetectSetti
     z = z.transpose("time", "y", "x")
     level = level.transpose("time", "y", "x")
     n_post = n_post.transpose("time", "y", "x")
+    if z.chunks is not None:  # compute the per-pixel pass once, chunk by chunk, and keep it
+        z, level, n_post = dask.persist(z, level, n_post)
 
     score = level.max("time", skipna=True).fillna(0).astype("float32").compute()
     if settings.threshold is not None:

@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import xarray as xr
 
+from pipeline.config import Settings, Source
+from pipeline.errors import ConfigError
 from pipeline.grid import GridSpec
 
-__all__ = ["FetchRequest", "Fetcher"]
+if TYPE_CHECKING:
+    from pipeline.sites import Site
+
+__all__ = ["FetchRequest", "Fetcher", "make_fetcher", "request_for"]
 
 
 @dataclass(frozen=True)
@@ -39,3 +44,40 @@ class Fetcher(Protocol):
     """Anything that can produce the scene cube described in this module's docstring."""
 
     def fetch(self, request: FetchRequest) -> xr.Dataset: ...
+
+
+def request_for(site: "Site", settings: Settings) -> FetchRequest:
+    """The :class:`FetchRequest` of ``site`` under ``settings`` (its UTM grid at ``fetch.resolution_m``)."""
+    return FetchRequest(
+        site_id=site.site_id,
+        grid=site.grid(settings.fetch.resolution_m),
+        start=settings.fetch.start,
+        end=settings.fetch.end,
+        bands=tuple(settings.fetch.bands),
+        scenario=site.scenario,
+    )
+
+
+def make_fetcher(settings: Settings) -> Fetcher:
+    """The fetcher for ``settings.fetch.source`` (imported lazily: each source has its own client)."""
+    source = settings.fetch.source
+    invalid = settings.preprocess.invalid_scl
+    if source is Source.SYNTHETIC:
+        from pipeline.fetch.synthetic import SyntheticFetcher
+
+        return SyntheticFetcher(seed=settings.synthetic.seed, revisit_days=settings.synthetic.revisit_days)
+    if source is Source.SENTINELHUB:
+        from pipeline.fetch.sentinelhub import SentinelHubFetcher
+
+        sh = settings.sentinelhub.model_copy(update={"max_cloud_cover": settings.fetch.max_cloud_cover})
+        return SentinelHubFetcher(sh, invalid_scl=invalid)
+    if source is Source.STAC:
+        from pipeline.fetch.stac import StacFetcher
+
+        stac = settings.stac.model_copy(update={"max_cloud_cover": settings.fetch.max_cloud_cover})
+        return StacFetcher(stac, invalid_scl=invalid)
+    if source is Source.LOCAL and settings.local is not None:
+        from pipeline.fetch.local import LocalFetcher
+
+        return LocalFetcher(settings.local, invalid_scl=invalid)
+    raise ConfigError(f"fetch.source: {source.value!r} needs its own section in params.yaml (e.g. `local:`)")

@@ -1,0 +1,185 @@
+"""Shared pieces of the command line: consoles, option types, the project layout and per-site progress.
+
+The paths of the pipeline are declared once, in ``dvc.yaml`` (``vars: paths``); :class:`Layout` reads them
+from there so ``compoundwatch fetch`` and ``dvc repro`` write the same files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from pipeline.config import DEFAULT_PARAMS, Settings, load_settings
+from pipeline.errors import ConfigError, InputFileError
+
+__all__ = [
+    "console",
+    "err_console",
+    "Layout",
+    "ParamsOpt",
+    "SitesArg",
+    "settings_for",
+    "pick_sites",
+    "SiteBar",
+    "site_progress",
+    "DVC_FILE",
+]
+
+#: stdout / stderr consoles (they look up sys.stdout / sys.stderr when printing, so test runners see them).
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+DVC_FILE = "dvc.yaml"
+_PATH_KEYS = ("raw", "truth", "tiles", "detect", "flags", "out", "eval", "metrics")
+
+ParamsOpt = Annotated[
+    Path,
+    typer.Option(
+        "--params",
+        "-p",
+        help="Parameters file (YAML; sections fetch, tile, preprocess, detect, flag, evaluate).",
+        show_default=True,
+    ),
+]
+SitesArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Site ids from sites_file (see params.yaml). Default: every site listed under `sites`.",
+        show_default=False,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each stage reads and writes, relative to the project root (from ``dvc.yaml`` ``vars: paths``)."""
+
+    root: Path
+    raw: Path
+    truth: Path
+    tiles: Path
+    detect: Path
+    flags: Path
+    out: Path
+    eval: Path
+    metrics: Path
+
+    @classmethod
+    def load(cls, root: str | Path = ".") -> "Layout":
+        """Read the paths from ``<root>/dvc.yaml``."""
+        root = Path(root)
+        path = root / DVC_FILE
+        if not path.is_file():
+            raise InputFileError(
+                f"{path} not found; run compoundwatch from the project root (the folder with dvc.yaml)"
+            )
+        try:
+            doc = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML ({err})") from None
+        paths: dict[str, Any] = {}
+        for entry in doc.get("vars", []) or []:
+            if isinstance(entry, dict) and isinstance(entry.get("paths"), dict):
+                paths.update(entry["paths"])
+        missing = [k for k in _PATH_KEYS if not isinstance(paths.get(k), str)]
+        if missing:
+            raise ConfigError(
+                f"{path}: vars.paths lacks {', '.join(missing)}; restore dvc.yaml from the repository"
+            )
+        return cls(root=root, **{k: root / paths[k] for k in _PATH_KEYS})
+
+    # per-site files, named as in dvc.yaml
+    def raw_cube(self, site_id: str) -> Path:
+        return self.raw / f"{site_id}.zarr"
+
+    def truth_file(self, site_id: str) -> Path:
+        return self.truth / f"{site_id}.geojson"
+
+    def tile_cube(self, site_id: str) -> Path:
+        return self.tiles / f"{site_id}.zarr"
+
+    def detect_cube(self, site_id: str) -> Path:
+        return self.detect / f"{site_id}.zarr"
+
+    def flags_file(self, site_id: str) -> Path:
+        return self.flags / f"{site_id}.geojson"
+
+    @property
+    def pr_curve(self) -> Path:
+        return self.eval / "pr_curve.csv"
+
+    @property
+    def merged_flags(self) -> Path:
+        from pipeline.stages.publish import MERGED_NAME
+
+        return self.out / MERGED_NAME
+
+    def published_site(self, site_id: str) -> Path:
+        from pipeline.stages.publish import SITES_DIR
+
+        return self.out / SITES_DIR / f"{site_id}.geojson"
+
+
+def settings_for(params: Path = DEFAULT_PARAMS) -> Settings:
+    """Validated settings from ``params`` (errors name the file and the bad key)."""
+    return load_settings(params)
+
+
+def pick_sites(settings: Settings, sites: Sequence[str] | None) -> list[str]:
+    """``sites`` if given (checked against ``sites_file``), else ``settings.sites``."""
+    from pipeline.sites import load_sites
+
+    known = [s.site_id for s in load_sites(settings.sites_file)]
+    chosen = list(sites) if sites else list(settings.sites)
+    if not chosen:
+        raise ConfigError("no sites given and `sites` in the parameters is empty; name a site id")
+    unknown = [s for s in chosen if s not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown site(s) {', '.join(unknown)}; {settings.sites_file} has: {', '.join(known)}"
+        )
+    return chosen
+
+
+class SiteBar:
+    """Handle of :func:`site_progress`: ``bar.working(site)`` before a site, ``bar(site)`` when it is done."""
+
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self._progress, self._task = progress, task
+
+    def working(self, site_id: str) -> None:
+        self._progress.update(self._task, site=f"{site_id} …")
+
+    def __call__(self, site_id: str) -> None:
+        self._progress.update(self._task, advance=1, site=site_id)
+
+
+@contextmanager
+def site_progress(label: str, total: int) -> Iterator[SiteBar]:
+    """A rich progress bar over ``total`` sites; the handle is also a ``progress`` callback for ``run()``."""
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[site]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        yield SiteBar(progress, progress.add_task(label, total=total, site=""))

@@ -1,0 +1,241 @@
+"""``compoundwatch demo`` and ``compoundwatch run``: the whole pipeline through ``dvc repro``, then a summary.
+
+DVC decides what to (re)run from ``dvc.yaml``/``dvc.lock``; these commands stream its output, show the stage
+being run and finish with a per-site table (flags, added area, precision/recall from ``metrics.json``).
+DVC runs with this interpreter's ``bin`` folder first on ``PATH``, so ``python`` in the stage commands is
+the one compoundwatch is installed in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from pipeline.cli._common import DVC_FILE, Layout, console, err_console
+from pipeline.config import DEFAULT_PARAMS, load_settings
+from pipeline.errors import CompoundwatchError, ConfigError, InputFileError
+from pipeline.sites import load_sites
+
+__all__ = ["repro", "summary_table", "demo", "run", "register"]
+
+_RUNNING = re.compile(r"^Running stage '(?P<stage>[^']+)'")
+_SKIPPED = re.compile(r"^Stage '(?P<stage>[^']+)' didn't change, skipping")
+_ERROR = re.compile(r"^ERROR: (?P<msg>.+)")
+
+ProjectOpt = Annotated[
+    Path,
+    typer.Option("--project-dir", "-C", help="Project root: the folder with dvc.yaml, params.yaml and .dvc/.",
+                 file_okay=False),
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Also print every line DVC and the stages write.")
+]
+
+
+def _check_project(project: Path) -> None:
+    if not (project / DVC_FILE).is_file():
+        raise InputFileError(
+            f"{project.resolve()} has no {DVC_FILE}; run from the compoundwatch project root or pass -C"
+        )
+    if not (project / ".dvc").is_dir():
+        raise InputFileError(
+            f"{project.resolve()} is not a DVC project (no .dvc/ folder); restore it with "
+            "`git checkout .dvc` or create it with `dvc init`"
+        )
+
+
+def _dvc_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def repro(project: Path, *, force: bool = False, verbose: bool = False) -> list[str]:
+    """Run ``dvc repro`` in ``project``, showing the stage being run; return the stages that ran.
+
+    Raises
+    ------
+    CompoundwatchError
+        When DVC exits with an error (the message carries DVC's ``ERROR:`` line).
+    """
+    _check_project(project)
+    cmd = [sys.executable, "-m", "dvc", "repro", *(["--force"] if force else [])]
+    ran: list[str] = []
+    skipped = 0
+    tail: deque[str] = deque(maxlen=25)
+    error = ""
+    current: str | None = None
+    started = time.monotonic()
+
+    def finish(ok: bool) -> None:
+        if current is not None:
+            mark = "[green]✓[/]" if ok else "[red]✗[/]"
+            console.print(f"{mark} {current} [dim]({time.monotonic() - started:.1f} s)[/]")
+
+    with console.status("[bold]dvc repro[/]: checking what changed …") as status:
+        proc = subprocess.Popen(
+            cmd, cwd=project, env=_dvc_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1,
+        )
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip()
+            if verbose and line:
+                console.print(Text(line, style="dim"))
+            if m := _RUNNING.match(line):
+                finish(True)
+                current, started = m["stage"], time.monotonic()
+                ran.append(current)
+                status.update(f"[bold]dvc repro[/]: running [cyan]{current}[/] ({len(ran)} so far) …")
+            elif _SKIPPED.match(line):
+                skipped += 1
+            else:
+                if m := _ERROR.match(line):
+                    error = m["msg"]
+                if line:
+                    tail.append(line)
+        rc = proc.wait()
+    finish(rc == 0)
+    if rc != 0:
+        if not verbose:
+            for line in tail:
+                err_console.print(Text(line, style="dim"))
+        raise CompoundwatchError(f"dvc repro failed (exit {rc}): {error or 'see the output above'}")
+    if not ran:
+        console.print(f"[green]✓[/] everything is up to date ({skipped} stage(s) unchanged)")
+    else:
+        console.print(f"[green]✓[/] ran {len(ran)} stage(s), {skipped} unchanged")
+    return ran
+
+
+def _layer_stats(path: Path) -> tuple[int, float]:
+    if not path.is_file():
+        return 0, 0.0
+    feats = json.loads(path.read_text()).get("features", [])
+    return len(feats), float(sum((f.get("properties") or {}).get("area_m2") or 0.0 for f in feats))
+
+
+def _pct(v: Any) -> str:
+    return f"{100 * v:.0f} %" if isinstance(v, (int, float)) else "—"
+
+
+def summary_table(project: Path, params: Path) -> Table:
+    """Per-site flags, added area (m²) and object precision/recall of the last run."""
+    layout = Layout.load(project)
+    settings = load_settings(params)
+    metrics: dict[str, Any] = {}
+    if layout.metrics.is_file():
+        metrics = json.loads(layout.metrics.read_text())
+    per_site = metrics.get("per_site", {})
+    table = Table(title="compoundwatch: flags per site", title_justify="left")
+    table.add_column("site")
+    table.add_column("flags", justify="right")
+    table.add_column("area added (m²)", justify="right")
+    table.add_column("precision", justify="right")
+    table.add_column("recall", justify="right")
+    n_total, area_total = 0, 0.0
+    for site_id in settings.sites:
+        n, area = _layer_stats(layout.published_site(site_id))
+        n_total, area_total = n_total + n, area_total + area
+        m = per_site.get(site_id, {})
+        control = bool(m.get("control"))
+        name = f"{site_id} [dim](control)[/]" if control else site_id
+        flags = f"[red]{n}[/]" if control and n else str(n)
+        recall = "—" if control or not m.get("n_truth") else _pct(m.get("object_recall"))
+        table.add_row(name, flags, f"{area:,.0f}", _pct(m.get("object_precision")) if n else "—", recall)
+    table.add_section()
+    table.add_row("[bold]all sites[/]", f"[bold]{n_total}[/]", f"[bold]{area_total:,.0f}[/]",
+                  _pct(metrics.get("object_precision")), _pct(metrics.get("object_recall")))
+    if "pixel_f1" in metrics:
+        table.caption = (f"pixel F1 {metrics['pixel_f1']:.2f} (non-control sites) · "
+                         f"{metrics.get('control_site_flags', 0)} flag(s) on control sites")
+    return table
+
+
+def _report(project: Path) -> None:
+    layout = Layout.load(project)
+    console.print()
+    console.print(summary_table(project, project / DEFAULT_PARAMS))
+    console.print(f"\nflags: [cyan]{layout.merged_flags}[/]  ·  metrics: [cyan]{layout.metrics}[/]  ·  "
+                  f"PR curve: [cyan]{layout.pr_curve}[/] ([dim]dvc plots show[/])")
+
+
+def _validate(project: Path) -> None:
+    """Fail in one line, before DVC starts, on a bad params.yaml or a site id missing from sites_file."""
+    _check_project(project)
+    settings = load_settings(project / DEFAULT_PARAMS)
+    if not settings.sites:
+        raise ConfigError(f"{project / DEFAULT_PARAMS}: sites: the list is empty; add site ids from sites_file")
+    sites_file = project / settings.sites_file  # an absolute sites_file stays absolute
+    known = [s.site_id for s in load_sites(sites_file)]
+    unknown = [s for s in settings.sites if s not in known]
+    if unknown:
+        raise ConfigError(
+            f"{project / DEFAULT_PARAMS}: sites: {', '.join(unknown)} not in {settings.sites_file} "
+            f"(known: {', '.join(known)})"
+        )
+
+
+def demo(project: ProjectOpt = Path("."), verbose: VerboseOpt = False) -> None:
+    """Run the offline demo: the whole pipeline on the built-in synthetic sites, then a summary.
+
+    Runs `dvc repro` in the project: fetch (synthetic Sentinel-2 scenes), tile, detect, flag, publish and
+    evaluate for every site in params.yaml. Stages whose inputs, code and parameters did not change are
+    skipped. Ends with a table per site: flags, area added (m²), object precision and recall, and the path of
+    data/out/flags.geojson (all flags, WGS84 GeoJSON, ranked by confidence).
+    """
+    _validate(project)
+    console.print("[bold]compoundwatch demo[/]: synthetic Sentinel-2 series of the sites in params.yaml")
+    repro(project, verbose=verbose)
+    _report(project)
+
+
+def run(
+    project: ProjectOpt = Path("."),
+    params: Annotated[
+        Path | None,
+        typer.Option("--params", "-p", help="Use this parameters file: it is validated, then copied to "
+                     "params.yaml (the file DVC tracks); the old params.yaml is kept as params.yaml.bak.",
+                     dir_okay=False),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Rerun every stage, even unchanged ones.")
+    ] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run the pipeline with `dvc repro` (only stages whose inputs changed), then print the summary.
+
+    Outputs: data/out/flags.geojson (ranked flags, WGS84), data/out/sites/SITE.geojson, metrics.json and
+    data/eval/pr_curve.csv. Paths are those of dvc.yaml; parameters those of params.yaml.
+    """
+    _check_project(project)
+    target = project / DEFAULT_PARAMS
+    if params is not None:
+        load_settings(params)  # validate first: never install a broken file
+        if not target.exists() or params.resolve() != target.resolve():
+            if target.exists():
+                shutil.copyfile(target, target.with_name(target.name + ".bak"))
+            shutil.copyfile(params, target)
+            console.print(f"parameters: {params} → {target}")
+    _validate(project)
+    repro(project, force=force, verbose=verbose)
+    _report(project)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``demo`` and ``run`` to ``app``."""
+    app.command("demo", rich_help_panel="Pipeline")(demo)
+    app.command("run", rich_help_panel="Pipeline")(run)

@@ -1,0 +1,48 @@
+"""Tiny sites and parameters shared by test_stages.py and test_dvc.py (a helper module, not a test file).
+
+Sites are 1.2 km × 1.2 km (about 120 × 120 px at 10 m) and the series is shortened to ~2.3 years, so one
+site runs through every stage in a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: (site_id, scenario, control, lon0, lat0); each site is a 0.0149° × 0.0108° box (≈ 1.2 km × 1.2 km there).
+SMALL_SITES = (
+    ("small-expanding", "arid", False, 88.30, 43.36),
+    ("small-control", "control", True, 87.52, 44.02),
+)
+
+
+def write_sites(path: Path, sites: tuple[tuple[str, str, bool, float, float], ...] = SMALL_SITES) -> Path:
+    """Write a WGS84 sites FeatureCollection with the given small sites."""
+    feats = []
+    for site_id, scenario, control, lon, lat in sites:
+        east, north = lon + 0.0149, lat + 0.0108
+        ring = [[lon, lat], [east, lat], [east, north], [lon, north], [lon, lat]]
+        feats.append(
+            {
+                "type": "Feature",
+                "properties": {"site_id": site_id, "scenario": scenario, "control": control},
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+            }
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    return path
+
+
+def small_params(base: Path, sites_file: str, site_ids: list[str]) -> dict[str, Any]:
+    """The repository's params.yaml, made small: given sites, 2020-06 … 2022-09, 64 px tiles."""
+    params = yaml.safe_load(base.read_text())
+    params["sites"] = site_ids
+    params["sites_file"] = sites_file
+    params["fetch"]["start"] = "2020-06-01"
+    params["fetch"]["end"] = "2022-09-30"
+    params["tile"]["tile_size_px"] = 64
+    return params
