@@ -17,11 +17,16 @@ $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP_INSTALL) -e '.[dev]'
 	touch $@ $(VENV)/.installed-base
 
-demo: $(VENV)/.installed-base
+# MapLibre GL JS for the offline map page, from the npm registry (never a CDN); see web/package.json.
+WEB := web/node_modules/.package-lock.json
+$(WEB): web/package.json web/package-lock.json
+	npm ci --prefix web --no-audit --no-fund --loglevel=error
+
+demo: $(VENV)/.installed-base $(WEB)
 	$(BIN)/compoundwatch demo
 
-test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -n 2 -q
+test: $(VENV)/.installed-dev $(WEB)
+	$(BIN)/python -m pytest -n 2 -q --nbmake tests notebooks
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.run

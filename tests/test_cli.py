@@ -153,7 +153,7 @@ def test_layout_matches_dvc_yaml() -> None:
     assert cmd("tile").endswith(f"{rel(layout.raw_cube(site))} {rel(layout.tile_cube(site))}")
     assert cmd("detect").endswith(f"{rel(layout.tile_cube(site))} {rel(layout.detect_cube(site))}")
     assert cmd("flag").endswith(f"{site} {rel(layout.detect_cube(site))} {rel(layout.flags_file(site))}")
-    assert cmd("publish").endswith(f"{rel(layout.flags)} {rel(layout.out)}")
+    assert cmd("publish").endswith(f"{rel(layout.flags)} {rel(layout.tiles)} {rel(layout.out)}")
     outs = (layout.flags, layout.truth, layout.detect, layout.metrics, layout.pr_curve)
     assert cmd("evaluate").endswith(" ".join(rel(p) for p in outs))
     assert rel(layout.merged_flags) == f"{paths['out']}/{MERGED_NAME}"

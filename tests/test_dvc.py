@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.publish.mappage import install_web_assets
 from small_project import SMALL_SITES, small_params, write_sites
 
 pytestmark = pytest.mark.slow
@@ -48,6 +49,11 @@ def project(tmp_path: Path) -> Path:
     shutil.copy(REPO / "dvc.yaml", root)
     shutil.copy(REPO / ".dvcignore", root)
     shutil.copytree(REPO / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "web").mkdir()
+    for name in ("package.json", "package-lock.json"):
+        shutil.copy(REPO / "web" / name, root / "web" / name)
+    install_web_assets(REPO / "web")  # the map page copies MapLibre from web/node_modules
+    (root / "web" / "node_modules").symlink_to(REPO / "web" / "node_modules", target_is_directory=True)
     write_sites(root / "configs" / "sites.geojson")
     params = small_params(REPO / "params.yaml", "configs/sites.geojson", SITES)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

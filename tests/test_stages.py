@@ -16,6 +16,7 @@ from shapely.geometry import box, shape
 from pipeline.config import load_settings
 from pipeline.errors import InputFileError, InvalidAOIError
 from pipeline.io import read_cube, write_cube
+from pipeline.publish.mappage import install_web_assets
 from pipeline.stages import detect, evaluate, fetch, flag, publish, tile
 from small_project import SMALL_SITES, small_params, write_sites
 
@@ -86,10 +87,14 @@ def test_stage_chain_on_one_site(project: Path) -> None:
     assert fl.area_m2 == pytest.approx(sum(ft["properties"]["area_m2"] for ft in flags))
 
     # publish: merged layer + one per site
-    p = publish.run(d / "flags", d / "out", settings)
+    install_web_assets()  # the map page copies MapLibre from web/node_modules (npm ci --prefix web)
+    p = publish.run(d / "flags", d / "tiles", d / "out", settings)
     merged = json.loads((d / "out" / "flags.geojson").read_text())["features"]
     assert p.n_flags == {SITE: len(flags)} and len(merged) == len(flags)
     assert (d / "out" / "sites" / f"{SITE}.geojson").is_file()
+    for name in ("flags.fgb", "flags.parquet", "compoundwatch.pmtiles", "index.html", "stac/catalog.json"):
+        assert (d / "out" / name).is_file(), name
+    assert {f"{ft['properties']['flag_id']}.png" for ft in merged} == {p.name for p in (d / "out" / "chips").iterdir()}
 
     # evaluate: metrics.json keys and a 20-row PR curve
     m = evaluate.run(d / "flags", d / "truth", d / "detect", project / "metrics.json",
@@ -116,7 +121,7 @@ def test_fetch_unknown_site(project: Path) -> None:
 
 def test_publish_names_missing_flag_layers(project: Path) -> None:
     with pytest.raises(InputFileError, match=f"{SITE}.geojson"):
-        publish.run(project / "nowhere", project / "out", load_settings("params.yaml"))
+        publish.run(project / "nowhere", project / "tiles", project / "out", load_settings("params.yaml"))
 
 
 def test_stage_main_prints_one_error_line(project: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -120,15 +120,16 @@ def publish(params: ParamsOpt = DEFAULT_PARAMS) -> None:
 
     **Reads** data/flags/SITE.geojson for each site in sites.
 
-    **Writes** data/out/flags.geojson (all sites, sorted by confidence: the ranking) and
-    data/out/sites/SITE.geojson (RFC 7946 GeoJSON, WGS84 lon/lat; area_m2 in m²).
+    **Writes** data/out/: flags.geojson (all sites, sorted by confidence: the ranking) with .fgb and
+    .parquet copies, site_summary.*, compoundwatch.pmtiles, chips/FLAG.png, the offline map page index.html,
+    stac/catalog.json, and sites/SITE.geojson (RFC 7946 GeoJSON, WGS84 lon/lat; area_m2 in m²).
     """
     from pipeline.stages import publish as stage
 
     settings = settings_for(params)
     layout = Layout.load()
     with site_progress("publish", len(settings.sites)) as bar:
-        r = stage.run(layout.flags, layout.out, settings, progress=bar)
+        r = stage.run(layout.flags, layout.tiles, layout.out, settings, progress=bar)
     total = sum(r.n_flags.values())
     area = sum(r.area_m2.values())
     console.print(f"{total} flag(s), {area:,.0f} m² from {len(r.n_flags)} site(s) → {r.merged}")

@@ -1,11 +1,13 @@
-"""Stage ``publish``: the per-site flag layers → one merged, ranked layer plus a copy per site.
+"""Stage ``publish``: the per-site flag layers → the published map layers of the run.
 
-``python -m pipeline.stages.publish FLAGS_DIR OUT_DIR [--params params.yaml]``
+``python -m pipeline.stages.publish FLAGS_DIR TILES_DIR OUT_DIR [--params params.yaml]``
 
-Reads ``sites`` from the parameters and ``FLAGS_DIR/<site>.geojson`` for each of them. Writes
-``OUT_DIR/flags.geojson`` (every site, sorted by confidence = the ranking) and
-``OUT_DIR/sites/<site>.geojson`` (RFC 7946 GeoJSON, WGS84 lon/lat; ``area_m2`` was measured on each
-site's UTM grid).
+Reads ``sites`` from the parameters, ``FLAGS_DIR/<site>.geojson`` and (for the before/after chips)
+``TILES_DIR/<site>.zarr`` for each of them. Writes into ``OUT_DIR`` everything
+:func:`pipeline.publish.bundle.publish_all` lists (``flags.geojson`` ranked by confidence, FlatGeobuf and
+GeoParquet copies, the site summary, PMTiles, chips, the offline ``index.html`` map page, a STAC catalog) and
+``OUT_DIR/sites/<site>.geojson`` (RFC 7946 GeoJSON, WGS84 lon/lat; ``area_m2`` was measured on each site's
+UTM grid).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 
 from pipeline.config import Settings, load_settings
 from pipeline.errors import ConfigError, InputFileError
+from pipeline.publish.bundle import publish_all
 from pipeline.publish.geojson import merge_layers, read_geojson, write_geojson
+from pipeline.sites import load_sites
 from pipeline.stages import Progress, site_path, stage_main, stage_parser
 
 __all__ = ["MERGED_NAME", "SITES_DIR", "PublishResult", "site_file", "run", "main"]
@@ -43,9 +47,13 @@ class PublishResult:
 
 
 def run(
-    flags_dir: str | Path, out_dir: str | Path, settings: Settings, progress: Progress = None
+    flags_dir: str | Path,
+    tiles_dir: str | Path,
+    out_dir: str | Path,
+    settings: Settings,
+    progress: Progress = None,
 ) -> PublishResult:
-    """Merge the flag layers of ``settings.sites`` from ``flags_dir`` into ``out_dir``."""
+    """Publish the flag layers of ``settings.sites`` from ``flags_dir`` (chips from ``tiles_dir``) into ``out_dir``."""
     if not settings.sites:
         raise ConfigError("sites: no sites listed in the parameters; add site ids to `sites` in params.yaml")
     paths = [site_file(flags_dir, s) for s in settings.sites]
@@ -67,17 +75,20 @@ def run(
         area[site_id] = float(layer["area_m2"].sum()) if len(layer) and "area_m2" in layer else 0.0
         if progress is not None:
             progress(site_id)
-    merged = write_geojson(merge_layers(paths), out_dir / MERGED_NAME)
-    return PublishResult(merged, n_flags, area)
+    sites = [s for s in load_sites(settings.sites_file) if s.site_id in settings.sites]
+    tiles = {s: site_path(tiles_dir, s, ".zarr") for s in settings.sites}
+    written = publish_all(merge_layers(paths), sites, tiles, out_dir, settings)
+    return PublishResult(written["flags_geojson"], n_flags, area)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = stage_parser("publish", "Merge per-site flag layers into one ranked GeoJSON layer (+ per site).")
     parser.add_argument("flags_dir", type=Path, help="folder with the <site>.geojson flag layers")
-    parser.add_argument("out_dir", type=Path, help="folder for flags.geojson and sites/<site>.geojson")
+    parser.add_argument("tiles_dir", type=Path, help="folder with the <site>.zarr tiled cubes (for chips)")
+    parser.add_argument("out_dir", type=Path, help="folder for the published layers, map page and chips")
 
     def _go(a: argparse.Namespace) -> None:
-        r = run(a.flags_dir, a.out_dir, load_settings(a.params))
+        r = run(a.flags_dir, a.tiles_dir, a.out_dir, load_settings(a.params))
         print(f"publish: {sum(r.n_flags.values())} flag(s) from {len(r.n_flags)} site(s) -> {r.merged}")
 
     return stage_main(_go, parser, argv)
