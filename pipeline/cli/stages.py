@@ -8,11 +8,12 @@ Heavy libraries are imported inside the commands so ``--help`` stays fast.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Annotated, Optional
 
 import typer
 
 from pipeline.cli._common import Layout, ParamsOpt, SitesArg, console, pick_sites, settings_for, site_progress
-from pipeline.config import DEFAULT_PARAMS
+from pipeline.config import DEFAULT_PARAMS, Source
 
 __all__ = ["register"]
 
@@ -29,26 +30,58 @@ def _per_site(label: str, sites: Sequence[str], step: Callable[[str], str]) -> N
         console.print(line)
 
 
-def fetch(sites: SitesArg = None, params: ParamsOpt = DEFAULT_PARAMS) -> None:
+def fetch(
+    sites: SitesArg = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    source: Annotated[
+        Optional[Source],
+        typer.Option(help="Override fetch.source for this run: synthetic, sentinelhub, stac or local."),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Only show what would be fetched: scenes, requests, processing units."),
+    ] = False,
+) -> None:
     """Fetch the scene cube and ground truth of each site.
 
     **Reads** sites_file and the fetch section of the parameters (source, start/end dates, bands,
-    resolution_m in metres) and the synthetic section (seed, revisit_days).
+    resolution_m in metres), the synthetic section (seed, revisit_days) and, for real imagery, the
+    sentinelhub / stac / local section. Sentinel Hub and CDSE credentials come from SH_CLIENT_ID and
+    SH_CLIENT_SECRET (or a sentinelhub config profile), never from params.yaml.
 
     **Writes** data/raw/SITE.zarr (Sentinel-2 L2A digital numbers, uint16, plus the SCL layer, on the site's
     UTM grid) and data/truth/SITE.geojson (truth polygons, WGS84; empty for control sites and real sources).
+    Before downloading from Sentinel Hub it prints the number of requests and the estimated processing
+    units; --dry-run prints only that.
     """
+    from pipeline.fetch import make_fetcher, request_for
+    from pipeline.sites import get_site
     from pipeline.stages import fetch as stage
 
     settings = settings_for(params)
+    if source is not None:
+        settings = settings.model_copy(update={"fetch": settings.fetch.model_copy(update={"source": source})})
     layout = Layout.load()
+    chosen = pick_sites(settings, sites)
+    fetcher = make_fetcher(settings)
+    plan = getattr(fetcher, "plan", None)
+    if plan is not None or dry_run:
+        for site_id in chosen:
+            request = request_for(get_site(settings.sites_file, site_id), settings)
+            text = plan(request).summary() if plan is not None else (
+                f"{settings.fetch.source.value}: no remote requests; "
+                f"{request.grid.shape[0]}×{request.grid.shape[1]} px grid, EPSG:{request.grid.epsg}"
+            )
+            console.print(f"{site_id}: {text}")
+    if dry_run:
+        return
 
     def step(site_id: str) -> str:
         r = stage.run(site_id, layout.raw_cube(site_id), layout.truth_file(site_id), settings)
         return (f"{site_id}: {r.n_dates} dates, {r.shape[0]}×{r.shape[1]} px, {r.n_truth} truth polygon(s) "
                 f"→ {layout.raw_cube(site_id)}")
 
-    _per_site("fetch", pick_sites(settings, sites), step)
+    _per_site("fetch", chosen, step)
 
 
 def tile(sites: SitesArg = None, params: ParamsOpt = DEFAULT_PARAMS) -> None:
