@@ -16,6 +16,7 @@ from shapely.geometry import box, shape
 from pipeline.config import load_settings
 from pipeline.errors import InputFileError, InvalidAOIError
 from pipeline.io import read_cube, write_cube
+from pipeline.publish.geojson import validate_rfc7946
 from pipeline.publish.mappage import install_web_assets
 from pipeline.stages import detect, evaluate, fetch, flag, publish, tile
 from small_project import SMALL_SITES, small_params, write_sites
@@ -89,7 +90,10 @@ def test_stage_chain_on_one_site(project: Path) -> None:
     # publish: merged layer + one per site
     install_web_assets()  # the map page copies MapLibre from web/node_modules (npm ci --prefix web)
     p = publish.run(d / "flags", d / "tiles", d / "out", settings)
-    merged = json.loads((d / "out" / "flags.geojson").read_text())["features"]
+    doc = json.loads((d / "out" / "flags.geojson").read_text())
+    assert validate_rfc7946(doc) == []  # WGS84 ranges, CCW exteriors, closed rings, valid geometries
+    assert validate_rfc7946(json.loads((d / "flags" / f"{SITE}.geojson").read_text())) == []
+    merged = doc["features"]
     assert p.n_flags == {SITE: len(flags)} and len(merged) == len(flags)
     assert (d / "out" / "sites" / f"{SITE}.geojson").is_file()
     for name in ("flags.fgb", "flags.parquet", "compoundwatch.pmtiles", "index.html", "stac/catalog.json"):
