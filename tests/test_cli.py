@@ -182,6 +182,18 @@ def test_summary_table_reads_outputs(tmp_path: Path) -> None:
     assert re.search(r"b \(control\)\s+│\s+0\s+│\s+0\s+│\s+—\s+│\s+—", text)
     assert "pixel F1 0.80" in text
 
+    # real imagery: no truth anywhere -> nothing is scored, the caption says so
+    layout.metrics.write_text(json.dumps({
+        "object_recall": 1.0, "object_precision": 0.0, "pixel_f1": 0.0, "control_site_flags": 0,
+        "per_site": {"a": {"control": False, "object_precision": 0.0, "n_truth": 0},
+                     "b": {"control": False, "n_truth": 0}},
+    }))
+    console = Console(width=120, record=True)
+    console.print(summary_table(tmp_path, tmp_path / "params.yaml"))
+    text = console.export_text()
+    assert re.search(r"a\s+│\s+2\s+│\s+10,000\s+│\s+—\s+│\s+—", text)
+    assert "no ground truth" in text and "0 %" not in text
+
 
 def test_fetch_command_writes_the_dvc_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")

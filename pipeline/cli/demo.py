@@ -155,11 +155,17 @@ def summary_table(project: Path, params: Path) -> Table:
         name = f"{site_id} [dim](control)[/]" if control else site_id
         flags = f"[red]{n}[/]" if control and n else str(n)
         recall = "—" if control or not m.get("n_truth") else _pct(m.get("object_recall"))
-        table.add_row(name, flags, f"{area:,.0f}", _pct(m.get("object_precision")) if n else "—", recall)
+        # without truth (real imagery) precision is not measurable; on control sites every flag is false
+        scored = n and (control or m.get("n_truth"))
+        table.add_row(name, flags, f"{area:,.0f}", _pct(m.get("object_precision")) if scored else "—", recall)
     table.add_section()
+    has_truth = any(m.get("n_truth") for m in per_site.values())
     table.add_row("[bold]all sites[/]", f"[bold]{n_total}[/]", f"[bold]{area_total:,.0f}[/]",
-                  _pct(metrics.get("object_precision")), _pct(metrics.get("object_recall")))
-    if "pixel_f1" in metrics:
+                  _pct(metrics.get("object_precision")) if has_truth else "—",
+                  _pct(metrics.get("object_recall")) if has_truth else "—")
+    if metrics and not has_truth:
+        table.caption = "no ground truth for these sites: flags are candidates to review, not scored"
+    elif "pixel_f1" in metrics:
         table.caption = (f"pixel F1 {metrics['pixel_f1']:.2f} (non-control sites) · "
                          f"{metrics.get('control_site_flags', 0)} flag(s) on control sites")
     return table
