@@ -22,6 +22,7 @@ import xarray as xr
 from scipy import ndimage
 
 from pipeline.fetch import FetchRequest
+from pipeline.fetch._cube import build_cube
 
 __all__ = ["SyntheticFetcher", "TruthPolygon", "BASELINE_04_DATE", "SPECTRA"]
 
@@ -397,22 +398,5 @@ class SyntheticFetcher:
             baseline = "N0400" if off else "N0213"
             scene_ids.append(f"SYN_MSIL2A_{day:%Y%m%d}T050000_{baseline}_{request.site_id}")
 
-        y, x = request.grid.coords()
-        ds = xr.Dataset(
-            {
-                "reflectance": (("time", "band", "y", "x"), refl),
-                "scl": (("time", "y", "x"), scl),
-            },
-            coords={
-                "time": pd.to_datetime([d.isoformat() for d in dates]).values.astype("datetime64[ns]"),
-                "band": list(request.bands),
-                "y": y,
-                "x": x,
-                "boa_add_offset": ("time", offsets.astype(np.int32)),
-                "scene_id": ("time", np.array(scene_ids, dtype=object).astype(str)),
-            },
-            attrs={"site_id": request.site_id, "source": "synthetic", "seed": self.seed},
-        )
-        ds = ds.rio.write_crs(request.grid.epsg)
-        ds = ds.rio.write_transform(request.grid.affine)
-        return ds
+        attrs = {"source": "synthetic", "seed": self.seed}
+        return build_cube(request, dates, refl, scl, offsets.tolist(), scene_ids, attrs)

@@ -20,7 +20,6 @@ at least ``min_size_px`` square and clipped to the grid. Rendering uses matplotl
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from matplotlib.figure import Figure
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
+from pipeline.publish.summary import as_date
 from pipeline.errors import BandError, InputFileError
 from pipeline.flag import grid_transform
 
@@ -145,17 +145,6 @@ def _pick(frac: np.ndarray, candidates: np.ndarray, latest: bool) -> int:
     return int(order[np.argmax(frac[order])])
 
 
-def _date(value: object) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        if pd.isna(value):  # type: ignore[arg-type]
-            return None
-    except (TypeError, ValueError):
-        pass
-    return pd.Timestamp(value).date()  # type: ignore[arg-type]
-
-
 def _outline(ax: object, geom: BaseGeometry, x0: float, y0: float) -> None:
     polys = [geom] if isinstance(geom, Polygon) else list(getattr(geom, "geoms", []))
     for p in polys:
@@ -258,7 +247,7 @@ def render_chips(
             )
         ys, xs = slice(*win.rows), slice(*win.cols)
         frac = np.asarray(clear.isel(y=ys, x=xs).mean(("y", "x")).values, dtype=float)
-        a_after, a_before = _date(row.get("appeared_after")), _date(row.get("appeared_before"))
+        a_after, a_before = as_date(row.get("appeared_after")), as_date(row.get("appeared_before"))
         idx = np.arange(len(days))
         pre = idx[days <= a_after] if a_after else idx[:0]
         post = idx[days >= a_before] if a_before else idx[:0]

@@ -18,8 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from shapely.geometry import shape as shp_shape
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
+from pipeline._files import write_text_atomic
 from pipeline.errors import InputFileError, InvalidAOIError
 
 __all__ = [
@@ -166,19 +165,7 @@ def write_geojson(gdf: gpd.GeoDataFrame, path: str | Path) -> Path:
     path = Path(path)
     doc = to_feature_collection(gdf)
     text = json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, text + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- reading

@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import geopandas as gpd
 from shapely.geometry import shape as shp_shape
 
 import pipeline
+from pipeline._files import write_text_atomic
 from pipeline.errors import InputFileError
 
 __all__ = [
@@ -223,14 +223,4 @@ def write_map_page(
     out_dir.mkdir(parents=True, exist_ok=True)
     for src, dst in MAPLIBRE_FILES.items():
         shutil.copyfile(dist / src, out_dir / dst)
-    path = out_dir / "index.html"
-    fd, tmp = tempfile.mkstemp(prefix=".index.html.", suffix=".tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(out_dir / "index.html", page)

@@ -22,8 +22,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from shapely.geometry import shape as shp_shape
 from shapely.geometry.base import BaseGeometry
 
 import pipeline
+from pipeline._files import atomic_path
 from pipeline.errors import InvalidAOIError
 from pipeline.publish.geojson import to_feature_collection
 
@@ -232,17 +231,9 @@ def write_pmtiles(
         ],
     }
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            writer = Writer(fh)
-            for tid in sorted(tiles):
-                writer.write_tile(tid, tiles[tid])
-            writer.finalize(header, metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        writer = Writer(fh)
+        for tid in sorted(tiles):
+            writer.write_tile(tid, tiles[tid])
+        writer.finalize(header, metadata)
     return path

@@ -83,7 +83,8 @@ def period_labels(start: dt.date, end: dt.date, period: Period = "half-year") ->
     return labels
 
 
-def _iso(value: object) -> dt.date | None:
+def as_date(value: object) -> dt.date | None:
+    """A date from an ISO string, timestamp or date; ``None`` for missing values (None, NaN, NaT)."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     try:
@@ -142,7 +143,7 @@ def site_summary(
         {
             "site_id": flags["site_id"].astype(str) if len(flags) else pd.Series([], dtype=str),
             "area_m2": pd.to_numeric(flags["area_m2"], errors="coerce").fillna(0.0) if len(flags) else [],
-            "day": [(_iso(v)) for v in flags["appeared_before"]] if len(flags) else [],
+            "day": [as_date(v) for v in flags["appeared_before"]] if len(flags) else [],
         }
     )
     frame["period"] = [period_label(d, period) if d is not None else None for d in frame["day"]]

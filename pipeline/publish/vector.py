@@ -17,8 +17,6 @@ pyarrow.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import geopandas as gpd
 import pandas as pd
 import pyogrio
 
+from pipeline._files import atomic_path
 from pipeline.errors import InputFileError
 from pipeline.publish.geojson import read_geojson, to_feature_collection, write_geojson
 
@@ -37,17 +36,8 @@ FORMATS: dict[str, str] = {"geojson": ".geojson", "fgb": ".fgb", "parquet": ".pa
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary path next to ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.unlink()  # the drivers want to create the file themselves
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
