@@ -64,3 +64,35 @@ def test_fetch_sentinelhub_dry_run_then_fetch(project) -> None:
     assert cube.rio.crs.to_epsg() == 32645
     for text in (dry.output, res.output):
         assert CLIENT_SECRET not in text and CLIENT_ID not in text
+
+
+def test_fetch_stac_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shapely.geometry import box, mapping
+
+    from fakes.stac_api import FakeStacApi
+    from pipeline.grid import to_crs
+    from test_fetch_stac import EPSG, GRID, make_items
+
+    cogs = tmp_path / "cogs"
+    cogs.mkdir()
+    with FakeStacApi("sentinel-2-l2a", make_items(cogs), cogs, page_size=2) as api:
+        left, bottom, right, top = GRID.bounds
+        site = to_crs(box(left + 15, bottom + 15, right - 15, top - 15), EPSG, 4326)  # inside the COGs
+        sites = {"type": "FeatureCollection",
+                 "features": [{"type": "Feature", "properties": {"site_id": "s2"}, "geometry": mapping(site)}]}
+        shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+        (tmp_path / "sites.geojson").write_text(json.dumps(sites))
+        params = {
+            "sites": ["s2"], "sites_file": "sites.geojson",
+            "fetch": {"source": "synthetic", "start": "2021-10-01", "end": "2022-03-31",
+                      "bands": ["B02", "B04", "B08"], "max_cloud_cover": 50},
+            "stac": {"url": api.url, "collection": "sentinel-2-l2a", "backoff": 0.0},
+        }
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        monkeypatch.chdir(tmp_path)
+        res = CliRunner().invoke(app, ["fetch", "--source", "stac"])
+        assert res.exit_code == 0, res.output
+        cube = read_cube(tmp_path / "data" / "raw" / "s2.zarr")
+        assert [str(t)[:10] for t in cube["time"].values] == ["2021-11-05", "2022-02-09", "2022-03-03"]
+        assert cube.rio.crs.to_epsg() == EPSG and cube.sizes["band"] == 3
+        assert int(cube["reflectance"].min()) >= 1000  # real DNs read over HTTP, no fill
