@@ -33,6 +33,7 @@ __all__ = [
     "SyntheticSettings",
     "TileSettings",
     "PreprocessSettings",
+    "PairMethod",
     "DetectSettings",
     "FlagSettings",
     "EvaluateSettings",
@@ -49,6 +50,8 @@ __all__ = [
 ]
 
 DEFAULT_PARAMS = Path("params.yaml")
+#: Bands every two-date detector needs (blue, green, red, NIR at 10 m).
+MIN_BANDS = ("B02", "B03", "B04", "B08")
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 
 
@@ -112,6 +115,14 @@ class PreprocessSettings(_Section):
     harmonise: bool = True
 
 
+class PairMethod(str, Enum):
+    """Two-date detector used by ``compare``: the learned model where one fits the bands, or plain CVA."""
+
+    AUTO = "auto"
+    LEARNED = "learned"
+    CVA = "cva"
+
+
 class DetectSettings(_Section):
     """Persistent change-vector detector.
 
@@ -120,6 +131,8 @@ class DetectSettings(_Section):
     ``min_score``: floor for the automatic threshold (score units: robust z of the change vector).
     ``persistence``: fraction of clear dates after the break that must stay changed (0-1).
     ``min_post_obs``: clear dates after the break needed to call a change.
+    ``pair_method``: two-date detector of ``compare``: ``auto`` (learned model when one exists for the
+    scenes' bands, else CVA), ``learned`` (error if no model fits) or ``cva``.
     """
 
     method: str = "persistent-cva"
@@ -129,6 +142,7 @@ class DetectSettings(_Section):
     persistence: float = Field(0.8, gt=0, le=1)
     min_post_obs: int = Field(3, ge=1)
     max_ndvi_gain: float = Field(0.1, ge=0, le=2)
+    pair_method: PairMethod = PairMethod.AUTO
 
 
 class FlagSettings(_Section):

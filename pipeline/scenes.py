@@ -38,6 +38,7 @@ from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from rasterio.warp import Resampling, reproject
 
+from pipeline import config
 from pipeline.config import S2_BANDS
 from pipeline.errors import BandError, InputFileError, NotARasterError
 from pipeline.preprocess.harmonise import to_reflectance
@@ -54,7 +55,7 @@ __all__ = [
     "NODATA",
 ]
 
-MIN_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08")
+MIN_BANDS = config.MIN_BANDS
 """Bands every scene must have (the detector's minimum)."""
 
 RASTER_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".jp2")

@@ -98,7 +98,8 @@ def test_pair_detects_new_roofs_and_needs_core_bands():
     before, after = refl.isel(time=0, drop=True), refl.isel(time=1, drop=True).copy()
     after[:, 4:12, 4:12] = ROOF[:, None, None]
     after[:, 0, 0] = np.nan
-    det = detect_pair(before, after, DetectSettings())
+    det = detect_pair(before, after, DetectSettings(pair_method="cva"))
+    assert det.attrs["method"] == "pair-cva"
     assert det["change"].values[4:12, 4:12].all()
     assert det["change"].values.sum() == 64
     assert not det["valid"].values[0, 0]
@@ -146,3 +147,17 @@ def test_rgb_only_series_still_detects():
     det = detect_series(refl.sel(band=["B02", "B03", "B04"]), clear, DetectSettings())
     assert det["change"].values[5:13, 5:13].all()
     assert det["change"].values.sum() == 64
+
+
+def test_pair_uses_the_learned_model_when_one_fits_the_bands():
+    refl, _ = _series(n=2, shape=(40, 40))
+    before, after = refl.isel(time=0, drop=True), refl.isel(time=1, drop=True).copy()
+    after[:, 12:28, 12:28] = ROOF[:, None, None]
+    det = detect_pair(before, after, DetectSettings())  # pair_method auto: 6 bands -> the s2-6 model
+    assert det.attrs["method"] == "pair-lgbm-s2-6+cva"
+    assert 0 < det.attrs["threshold"] < 1  # a probability
+    assert det["change"].values[14:26, 14:26].mean() > 0.9
+    assert det["change"].values[:8, :8].sum() == 0
+    with pytest.raises(BandError, match="no shipped model"):
+        detect_pair(before.sel(band=["B02", "B03", "B04"]), after.sel(band=["B02", "B03", "B04"]),
+                     DetectSettings(pair_method="learned"))

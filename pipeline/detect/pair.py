@@ -1,8 +1,16 @@
 """Two-date change detection for ``compoundwatch compare`` (any two co-registered scenes).
 
-Change-vector magnitude of bands + built-up indices between BEFORE and AFTER, standardised by its robust
-spread over the scene (median and MAD), an automatic Otsu threshold floored at ``min_score``, and the same
-vegetation gate as the series detector (pixels that greened are not construction).
+:func:`detect_pair` is the entry point and always uses the best chain the project has: the learned model
+(:mod:`pipeline.detect.learned`: co-registration, radiometric normalisation, gradient-boosted pixel
+classifier trained on OSCD) when one exists for the scenes' bands, else the CVA chain below
+(``settings.pair_method`` forces one of them). The learned chain is an ensemble: pixels whose CVA change
+is extreme (robust z ≥ :data:`STRONG_Z`) are added, because the classifier, trained on OSCD's urban
+changes, under-calls the interior of large uniform new roofs; on the OSCD cities this union costs < 0.01 F1.
+
+CVA chain (:func:`detect_pair_cva`): change-vector magnitude of bands + built-up indices between BEFORE and
+AFTER, standardised by its robust spread over the scene (median and MAD), an automatic Otsu threshold
+floored at ``min_score``, and the same vegetation gate as the series detector (pixels that greened are not
+construction).
 """
 
 from __future__ import annotations
@@ -10,21 +18,51 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from pipeline.config import DetectSettings
+from pipeline import config
+from pipeline.config import DetectSettings, PairMethod
 from pipeline.detect.cva import change_features, change_magnitude
 from pipeline.detect.indices import ndvi
 from pipeline.detect.persistence import confidence_from_score
 from pipeline.detect.threshold import otsu_threshold
 from pipeline.errors import BandError, DetectionError
 
-__all__ = ["detect_pair", "MIN_BANDS"]
+__all__ = ["detect_pair", "detect_pair_cva", "MIN_BANDS", "STRONG_Z"]
 
-MIN_BANDS = ("B02", "B03", "B04", "B08")
+MIN_BANDS = config.MIN_BANDS
+STRONG_Z = 15.0  # robust z of the CVA magnitude above which a change is taken whatever the classifier says
 METHOD = "pair-cva"
 
 
 def detect_pair(before: xr.DataArray, after: xr.DataArray, settings: DetectSettings) -> xr.Dataset:
-    """Detect change between two reflectance scenes on the same grid.
+    """Detect change between two reflectance scenes on the same grid with the best available chain.
+
+    Same parameters and result as :func:`detect_pair_cva`; with the learned chain ``score`` is a change
+    probability (0-1), ``threshold`` a probability and ``method`` ``pair-lgbm-<band set>``.
+    """
+    if settings.pair_method is not PairMethod.CVA:
+        from pipeline.detect.learned import LearnedDetector  # lightgbm is imported only when used
+
+        learned = LearnedDetector()
+        common = [b for b in map(str, before["band"].values) if b in set(map(str, after["band"].values))]
+        if learned.supports(common):
+            det = learned.detect(before, after, settings)
+            cva = detect_pair_cva(before, after, settings)
+            strong = cva["change"] & (cva["score"] >= STRONG_Z)
+            det["change"] = det["change"] | strong
+            det["confidence"] = xr.where(strong, np.maximum(det["confidence"], cva["confidence"]),
+                                         det["confidence"]).astype("float32")
+            det.attrs["method"] += "+cva"
+            return det
+        if settings.pair_method is PairMethod.LEARNED:
+            raise BandError(
+                f"detect.pair_method is 'learned' but no shipped model fits bands {common}; "
+                f"models exist for {learned.available}; use pair_method 'auto' or 'cva'"
+            )
+    return detect_pair_cva(before, after, settings)
+
+
+def detect_pair_cva(before: xr.DataArray, after: xr.DataArray, settings: DetectSettings) -> xr.Dataset:
+    """Detect change between two reflectance scenes on the same grid (CVA chain).
 
     Parameters
     ----------

@@ -1,0 +1,1 @@
+"""Shipped model files (read with importlib.resources)."""

@@ -1,0 +1,1 @@
+"""Learned pair-detector models: oscd-<band set>.txt (LightGBM) + .json sidecars."""

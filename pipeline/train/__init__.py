@@ -1,0 +1,1 @@
+"""Training scripts for learned parts (reproducible, seeded; run as DVC stages)."""

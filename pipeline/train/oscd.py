@@ -1,0 +1,305 @@
+"""Train the learned pair detector on the labelled OSCD cities (reproducible, seeded, CPU only).
+
+Usage::
+
+    python -m pipeline.train.oscd --data ../shared/data/oscd --out pipeline/data/models/ \
+        [--band-sets s2-13,s2-6,s2-4] [--report oscd_train.json] [--no-loco]
+
+For every band set (see :data:`pipeline.detect.features.BAND_SETS`):
+
+1. each labelled city is read as ``compoundwatch compare imgs_1/ imgs_2/`` reads it
+   (:func:`pipeline.oscd.read_city`), AFTER co-registered and normalised to BEFORE
+   (:func:`pipeline.detect.learned.prepare_pair`) and turned into features;
+2. training pixels are sampled per city (seeded): up to ``--pos`` change and ``--neg`` no-change pixels;
+3. leave-one-city-out (LOCO): for each city a model trained on the other cities predicts it; the Gaussian
+   smoothing of the probability and the threshold of the shipped model are chosen on the pooled LOCO
+   predictions (best micro-F1); the report also gives the strict per-city score where each city's
+   threshold comes from the *other* cities' LOCO predictions only;
+4. the shipped model is trained on all cities and written as ``oscd-<band set>.txt`` (LightGBM text model)
+   with the sidecar ``oscd-<band set>.json`` (bands, feature names, threshold, smoothing, LOCO scores).
+
+Hold-out cities (:data:`pipeline.oscd.HOLDOUT_CITIES`) are never read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from pipeline.detect.features import BAND_SETS, build_features
+from pipeline.detect.learned import prepare_pair
+from pipeline.oscd import HOLDOUT_CITIES, labelled_cities, read_city
+
+__all__ = [
+    "LGB_PARAMS", "CityData", "load_city", "sample_rows", "train_booster", "loco", "select_threshold",
+    "f1_counts", "main",
+]
+
+SEED = 0
+N_TREES = 250
+LGB_PARAMS: dict[str, Any] = {
+    "objective": "binary",
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 100,
+    "feature_fraction": 0.5,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "verbose": -1,
+    "deterministic": True,
+    "force_col_wise": True,
+}
+SIGMAS: tuple[float, ...] = (0.0, 1.0, 1.5)  # candidate probability smoothing, pixels
+THRESHOLDS = np.round(np.arange(0.05, 0.981, 0.01), 2)  # candidate probability thresholds
+
+
+@dataclass
+class CityData:
+    """Sampled training rows of one city and what is needed to predict it again."""
+
+    name: str
+    x: np.ndarray  # (n, feature) float32
+    y: np.ndarray  # (n,) bool
+    label: np.ndarray  # (y, x) bool
+    shape: tuple[int, int]
+
+
+def _city_arrays(root: Path, city: str, band_set: str) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    bands = list(BAND_SETS[band_set])
+    oc = read_city(root, city, bands)
+    assert oc.label is not None
+    b = oc.before.values.astype(np.float32)
+    a, _ = prepare_pair(b, oc.after.values.astype(np.float32), bands)
+    names, feats, valid = build_features(b, a, bands, band_set)
+    return names, feats, valid, oc.label
+
+
+def load_city(
+    root: Path, city: str, band_set: str, n_pos: int, n_neg: int, rng: np.random.Generator
+) -> tuple[list[str], CityData]:
+    """Features of one city and a seeded sample of up to ``n_pos`` change / ``n_neg`` no-change pixels."""
+    names, feats, valid, label = _city_arrays(root, city, band_set)
+    idx = sample_rows(label, valid, n_pos, n_neg, rng)
+    x = np.ascontiguousarray(feats.reshape(feats.shape[0], -1)[:, idx].T)
+    return names, CityData(city, x, label.ravel()[idx], label, label.shape)
+
+
+def sample_rows(label: np.ndarray, valid: np.ndarray, n_pos: int, n_neg: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted flat indices: up to ``n_pos`` valid change and ``n_neg`` valid no-change pixels (no repeats)."""
+    pos = np.flatnonzero((label & valid).ravel())
+    neg = np.flatnonzero((~label & valid).ravel())
+    pos = rng.choice(pos, min(n_pos, pos.size), replace=False)
+    neg = rng.choice(neg, min(n_neg, neg.size), replace=False)
+    return np.sort(np.concatenate([pos, neg]))
+
+
+def train_booster(x: np.ndarray, y: np.ndarray, n_trees: int = N_TREES, threads: int = 2, seed: int = SEED) -> Any:
+    """A LightGBM binary classifier on rows ``x`` (float32) and labels ``y`` (bool)."""
+    import lightgbm as lgb
+
+    params = {**LGB_PARAMS, "seed": seed, "num_threads": threads}
+    return lgb.train(params, lgb.Dataset(x, y.astype(np.float32), free_raw_data=True), n_trees)
+
+
+def _predict_full(booster: Any, feats: np.ndarray) -> np.ndarray:
+    nf, h, w = feats.shape
+    flat = feats.reshape(nf, -1).T
+    out = np.empty(flat.shape[0], np.float64)
+    step = 262_144
+    for i in range(0, flat.shape[0], step):
+        out[i:i + step] = booster.predict(np.ascontiguousarray(flat[i:i + step]))
+    return out.reshape(h, w).astype(np.float32)
+
+
+def f1_counts(prob: np.ndarray, label: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -> np.ndarray:
+    """``(threshold, 3)`` int64 counts TP, FP, FN of ``prob >= t`` against ``label`` for each threshold."""
+    pos = prob[label]
+    neg = prob[~label]
+    tp = (pos[None, :] >= thresholds[:, None]).sum(1) if pos.size else np.zeros(len(thresholds), np.int64)
+    fp = np.searchsorted(np.sort(neg), thresholds, side="left")
+    fp = neg.size - fp
+    return np.stack([tp, fp, label.sum() - tp], axis=1).astype(np.int64)
+
+
+def _f1(c: np.ndarray) -> np.ndarray:
+    tp, fp, fn = c[..., 0], c[..., 1], c[..., 2]
+    return 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+
+
+def select_threshold(
+    probs: dict[str, np.ndarray], labels: dict[str, np.ndarray], sigmas: Sequence[float] = SIGMAS
+) -> dict[str, Any]:
+    """Choose smoothing sigma and threshold on pooled LOCO probabilities; strict per-city scores too.
+
+    Returns a dict: ``sigma``, ``threshold``, ``micro_f1`` (pooled, at the chosen pair), ``per_city``
+    (city -> f1/precision/recall at the chosen pair) and ``strict`` (each city scored at the threshold
+    that maximises the pooled F1 of the *other* cities, for the chosen sigma: ``micro_f1``, ``macro_f1``,
+    ``per_city``).
+    """
+    best: dict[str, Any] | None = None
+    counts_by_sigma: dict[float, dict[str, np.ndarray]] = {}
+    for s in sigmas:
+        counts = {}
+        for c, p in probs.items():
+            ps = ndimage.gaussian_filter(p, s) if s > 0 else p
+            counts[c] = f1_counts(ps, labels[c])
+        counts_by_sigma[s] = counts
+        pooled = _f1(sum(counts.values()))
+        i = int(np.argmax(pooled))
+        if best is None or pooled[i] > best["micro_f1"]:
+            best = {"sigma": float(s), "threshold": float(THRESHOLDS[i]), "micro_f1": float(pooled[i]), "i": i}
+    assert best is not None
+    counts = counts_by_sigma[best["sigma"]]
+    i = best.pop("i")
+    per_city = {c: _scores(counts[c][i]) for c in counts}
+    best["macro_f1"] = float(np.mean([v["f1"] for v in per_city.values()]))
+    best["per_city"] = per_city
+    strict: dict[str, Any] = {"per_city": {}}
+    total = np.zeros(3, np.int64)
+    for c in counts:
+        others = sum(counts[k] for k in counts if k != c)
+        j = int(np.argmax(_f1(others)))
+        strict["per_city"][c] = {**_scores(counts[c][j]), "threshold": float(THRESHOLDS[j])}
+        total += counts[c][j]
+    strict["micro_f1"] = float(_f1(total))
+    strict["macro_f1"] = float(np.mean([v["f1"] for v in strict["per_city"].values()]))
+    best["strict"] = strict
+    return best
+
+
+def _scores(c: np.ndarray) -> dict[str, float]:
+    tp, fp, fn = (int(v) for v in c)
+    return {
+        "f1": 2 * tp / max(2 * tp + fp + fn, 1),
+        "precision": tp / max(tp + fp, 1),
+        "recall": tp / max(tp + fn, 1),
+        "iou": tp / max(tp + fp + fn, 1),
+        "tp": tp, "fp": fp, "fn": fn,
+    }
+
+
+def loco(
+    root: Path, cities: Sequence[str], band_set: str, data: dict[str, CityData], n_trees: int = N_TREES,
+    threads: int = 2, log: Any = print,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Leave-one-city-out probabilities (unsmoothed, 0 outside valid) and wall seconds per city.
+
+    The wall time per city covers training the fold model and predicting the city (features included).
+    """
+    probs: dict[str, np.ndarray] = {}
+    secs: dict[str, float] = {}
+    for c in cities:
+        t0 = time.perf_counter()
+        x = np.concatenate([data[k].x for k in cities if k != c])
+        y = np.concatenate([data[k].y for k in cities if k != c])
+        booster = train_booster(x, y, n_trees, threads)
+        _, feats, valid, _ = _city_arrays(root, c, band_set)
+        probs[c] = np.where(valid, _predict_full(booster, feats), 0.0).astype(np.float32)
+        secs[c] = time.perf_counter() - t0
+        log(f"  LOCO {band_set} {c}: {secs[c]:.1f} s")
+    return probs, secs
+
+
+def _train_band_set(args: argparse.Namespace, band_set: str, cities: list[str]) -> dict[str, Any]:
+    rng = np.random.default_rng(args.seed)
+    t0 = time.perf_counter()
+    data: dict[str, CityData] = {}
+    names: list[str] = []
+    for c in cities:
+        names, data[c] = load_city(args.data, c, band_set, args.pos, args.neg, rng)
+    print(f"[{band_set}] {len(names)} features, {sum(len(d.y) for d in data.values())} sampled pixels "
+          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    record: dict[str, Any] = {}
+    sigma, threshold = 1.0, 0.5
+    if args.loco:
+        t1 = time.perf_counter()
+        probs, secs = loco(args.data, cities, band_set, data, args.trees, args.threads,
+                           log=lambda m: print(m, flush=True))
+        sel = select_threshold(probs, {c: data[c].label for c in cities})
+        sigma, threshold = sel["sigma"], sel["threshold"]
+        record = {"loco": sel, "loco_seconds_per_city": secs, "loco_seconds": time.perf_counter() - t1}
+        print(f"[{band_set}] LOCO micro-F1 {sel['micro_f1']:.4f} (sigma {sigma}, threshold {threshold}); "
+              f"strict {sel['strict']['micro_f1']:.4f}", flush=True)
+    t2 = time.perf_counter()
+    x = np.concatenate([data[c].x for c in cities])
+    y = np.concatenate([data[c].y for c in cities])
+    booster = train_booster(x, y, args.trees, args.threads, args.seed)
+    train_s = time.perf_counter() - t2
+    import lightgbm as lgb
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = out / f"oscd-{band_set}.txt"
+    booster.save_model(str(model_path))
+    meta = {
+        "band_set": band_set,
+        "bands": list(BAND_SETS[band_set]),
+        "features": names,
+        "threshold": threshold,
+        "smooth_sigma_px": sigma,
+        "coregister": True,
+        "normalise": True,
+        "model_format": "lightgbm-text",
+        "training": {
+            "cities": cities,
+            "pixels_per_city": {"change_max": args.pos, "no_change_max": args.neg},
+            "n_rows": int(len(y)),
+            "n_trees": args.trees,
+            "params": LGB_PARAMS,
+            "seed": args.seed,
+            "lightgbm": lgb.__version__,
+            "python": platform.python_version(),
+            "train_seconds": train_s,
+        },
+        **({"loco": {k: record["loco"][k] for k in ("micro_f1", "macro_f1", "sigma", "threshold")},
+            "loco_strict": {k: record["loco"]["strict"][k] for k in ("micro_f1", "macro_f1")}}
+           if record else {}),
+    }
+    (out / f"oscd-{band_set}.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    size = model_path.stat().st_size
+    print(f"[{band_set}] model {model_path} {size / 1e6:.2f} MB, trained in {train_s:.0f} s", flush=True)
+    return {**record, "model_bytes": size, "train_seconds": train_s, "threshold": threshold, "sigma": sigma}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (see the module docstring)."""
+    p = argparse.ArgumentParser(prog="python -m pipeline.train.oscd", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=Path("../shared/data/oscd"), help="OSCD folder")
+    p.add_argument("--out", type=Path, default=Path("pipeline/data/models"), help="model folder")
+    p.add_argument("--band-sets", default="s2-13,s2-6,s2-4", help="comma-separated band sets to train")
+    p.add_argument("--pos", type=int, default=8000, help="max change pixels sampled per city")
+    p.add_argument("--neg", type=int, default=16000, help="max no-change pixels sampled per city")
+    p.add_argument("--trees", type=int, default=N_TREES, help="boosting rounds")
+    p.add_argument("--threads", type=int, default=2, help="LightGBM threads")
+    p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--loco", action=argparse.BooleanOptionalAction, default=True,
+                   help="run leave-one-city-out to choose threshold/smoothing (default on)")
+    p.add_argument("--report", type=Path, default=None, help="write the LOCO report (JSON) here")
+    args = p.parse_args(argv)
+    cities = [c for c in labelled_cities(args.data) if c not in HOLDOUT_CITIES]
+    sets = [s.strip() for s in args.band_sets.split(",") if s.strip()]
+    unknown = [s for s in sets if s not in BAND_SETS]
+    if unknown:
+        p.error(f"unknown band set(s) {unknown}; known: {list(BAND_SETS)}")
+    report: dict[str, Any] = {"cities": cities, "band_sets": {}}
+    for s in sets:
+        report["band_sets"][s] = _train_band_set(args, s, cities)
+    if args.report is not None:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
