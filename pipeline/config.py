@@ -43,6 +43,7 @@ __all__ = [
     "LocalSettings",
     "SH_URLS",
     "CDSE_URLS",
+    "DaskSettings",
     "Settings",
     "load_settings",
     "params_hash",
@@ -258,6 +259,29 @@ class LocalSettings(_Section):
         return (v,) if isinstance(v, str) else v
 
 
+class DaskSettings(_Section):
+    """Where dask work runs.
+
+    ``scheduler``: address of an existing ``dask.distributed`` scheduler (``tcp://host:8786``,
+    ``tls://…``, ``inproc://…``); ``None`` = do not join one. ``n_workers``: start a LocalCluster with this
+    many single-threaded worker processes (``None`` = dask's default local threaded scheduler, no
+    ``distributed`` needed). ``threads_per_worker``: threads of each LocalCluster worker.
+    """
+
+    scheduler: str | None = None
+    n_workers: int | None = Field(None, ge=1, le=1024)
+    threads_per_worker: int = Field(1, ge=1, le=256)
+
+    @field_validator("scheduler")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if "://" not in v and ":" not in v:
+            raise ValueError(f"expected a scheduler address such as tcp://host:8786, got {v!r}")
+        return v
+
+
 class Settings(_Section):
     """All settings of one run (the parsed ``params.yaml``)."""
 
@@ -273,6 +297,7 @@ class Settings(_Section):
     sentinelhub: SentinelHubSettings = SentinelHubSettings()
     stac: StacSettings = StacSettings()
     local: LocalSettings | None = None
+    dask: DaskSettings = DaskSettings()
 
     @model_validator(mode="after")
     def _source_section(self) -> "Settings":

@@ -58,6 +58,7 @@ __all__ = [
     "empty_flags",
     "flag_id",
     "grid_transform",
+    "close_gaps",
     "to_wgs84",
 ]
 
@@ -143,7 +144,7 @@ def grid_transform(obj: xr.Dataset | xr.DataArray) -> Affine:
     return obj.rio.transform()
 
 
-def _close(mask: np.ndarray) -> np.ndarray:
+def close_gaps(mask: np.ndarray) -> np.ndarray:
     """Binary closing with a 3×3 square; padded so the image edge does not erode blobs."""
     padded = np.pad(mask, 1, constant_values=False)
     closed = ndimage.binary_closing(padded, structure=_SQUARE)[1:-1, 1:-1]
@@ -255,7 +256,7 @@ def vectorise(detection: xr.Dataset, *, site_id: str, settings: Settings) -> gpd
         return empty_flags(epsg)
 
     # blobs: close 1-2 px gaps, fill small holes, 8-connected components, drop small ones
-    mask = _fill_small_holes(_close(change), fs.min_area_m2 / pixel_area)
+    mask = _fill_small_holes(close_gaps(change), fs.min_area_m2 / pixel_area)
     labels, n = ndimage.label(mask, structure=_SQUARE)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     keep = sizes * pixel_area >= fs.min_area_m2

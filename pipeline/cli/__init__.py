@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 
 import pipeline
 from pipeline.cli import demo as _demo
+from pipeline.cli import scan as _scan
 from pipeline.cli import stages as _stages
 from pipeline.cli._common import err_console
 from pipeline.errors import CompoundwatchError
@@ -147,6 +148,7 @@ def _root(
 
 _demo.register(app)
 _stages.register(app)
+_scan.register(app)
 
 
 def main() -> None:

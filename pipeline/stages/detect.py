@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.cluster import dask_client, dask_settings
 from pipeline.config import Settings, load_settings
 from pipeline.detect import detect_series
 from pipeline.io import read_cube, write_cube
@@ -35,7 +36,8 @@ class DetectResult:
 def run(tile_cube: str | Path, detect_out: str | Path, settings: Settings) -> DetectResult:
     """Detect change in the cube at ``tile_cube`` and write the detection dataset to ``detect_out``."""
     cube = read_cube(tile_cube)  # lazy: detect_series works tile by tile on the y/x chunks
-    det = detect_series(cube["reflectance"], cube["clear"], settings.detect)
+    with dask_client(dask_settings(settings)):  # local threads, or the cluster of dask.scheduler
+        det = detect_series(cube["reflectance"], cube["clear"], settings.detect)
     if det.rio.crs is None and cube.rio.crs is not None:
         det = det.rio.write_crs(cube.rio.crs)
     det.attrs.update({k: v for k, v in cube.attrs.items() if k in ("site_id", "control", "source")})

@@ -1,0 +1,156 @@
+"""Block-wise two-date detection: the CVA chain of :mod:`pipeline.detect.pair`, one block at a time.
+
+The CVA chain (``detect_pair_cva``; ``detect_pair`` when ``detect.pair_method`` is ``cva`` or no learned
+model fits) standardises the change magnitude by its median and MAD *over the whole scene* and picks
+the Otsu threshold on the whole score image; those three numbers are the only global state. Here they are
+estimated once (:meth:`PairStats.from_samples`, e.g. on a regular subsample of blocks: a first, cheap pass)
+and every block is then detected independently with :func:`detect_pair_block`, so memory does not grow
+with the area and blocks can run in parallel.
+
+With ``PairStats`` computed on all pixels, :func:`detect_pair_chunked` returns what the CVA chain returns
+(same features: bands + 0.25 × NDBI/BSI, same robust z score, Otsu on log score floored at ``min_score``,
+same vegetation gate and confidence; ``tests/test_chunked.py`` checks this). The per-pixel work is a lean
+numpy version of :func:`pipeline.detect.cva.change_features` + ``change_magnitude`` that accumulates the
+squared differences band by band instead of materialising feature stacks.
+
+Pure: arrays in, arrays out; never opens files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from pipeline.config import DetectSettings
+from pipeline.detect.cva import INDEX_WEIGHT
+from pipeline.detect.pair import METHOD, MIN_BANDS
+from pipeline.detect.persistence import confidence_from_score
+from pipeline.detect.threshold import otsu_threshold
+from pipeline.errors import BandError, DetectionError
+
+__all__ = ["PairStats", "pair_magnitude", "detect_pair_block", "detect_pair_chunked"]
+
+
+@dataclass(frozen=True)
+class PairStats:
+    """The global numbers of the two-date detector: magnitude ``median`` and ``mad`` (×1.4826, feature
+    units) and the score ``threshold`` (robust z units); ``n`` = magnitudes they were estimated from."""
+
+    median: float
+    mad: float
+    threshold: float
+    n: int
+
+    @classmethod
+    def from_samples(cls, magnitude: np.ndarray, settings: DetectSettings) -> "PairStats":
+        """Estimate from magnitudes of *valid* pixels (NaN allowed: valid but undefined index, score 0)."""
+        m = np.asarray(magnitude, dtype=np.float32).ravel()
+        finite = m[np.isfinite(m)]
+        if finite.size < 10:
+            raise DetectionError("fewer than 10 pixels have data in both scenes; do BEFORE and AFTER overlap?")
+        med = float(np.median(finite))
+        mad = float(np.median(np.abs(finite - med))) * 1.4826 or 1e-6
+        if settings.threshold is not None:
+            thr = float(settings.threshold)
+        else:
+            score = np.nan_to_num(np.clip((m - med) / mad, 0, None), nan=0.0).astype(np.float32)
+            thr = otsu_threshold(score, floor=settings.min_score)
+        return cls(med, mad, thr, int(m.size))
+
+
+def _band_index(bands: Sequence[str]) -> dict[str, int]:
+    names = [str(b) for b in bands]
+    missing = [b for b in MIN_BANDS if b not in names]
+    if missing:
+        raise BandError(f"both scenes need bands {list(MIN_BANDS)}; missing: {missing}")
+    return {b: i for i, b in enumerate(names)}
+
+
+def _nd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    s = a + b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (a - b) / np.where(s != 0, s, np.nan).astype(np.float32)
+    return out
+
+
+def pair_magnitude(
+    before: np.ndarray, after: np.ndarray, bands: Sequence[str], max_ndvi_gain: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Change magnitude, validity and vegetation gate of one block.
+
+    ``before``/``after``: float32 reflectance ``(band, y, x)`` (0-1, NaN = no data), bands named by
+    ``bands`` (same order in both). Returns ``magnitude`` (float32, NaN where not valid or an index is
+    undefined), ``valid`` (bool: every band has data on both dates) and ``greened`` (bool: NDVI rose by
+    more than ``max_ndvi_gain``).
+    """
+    idx = _band_index(bands)
+    b = np.asarray(before, dtype=np.float32)
+    a = np.asarray(after, dtype=np.float32)
+    valid = ~(np.isnan(b).any(axis=0) | np.isnan(a).any(axis=0))
+    sumsq = np.zeros(b.shape[1:], np.float32)
+    d = np.empty_like(sumsq)
+    for i in range(b.shape[0]):
+        np.subtract(a[i], b[i], out=d)
+        np.multiply(d, d, out=d)
+        sumsq += d
+    if all(n in idx for n in ("B02", "B04", "B08", "B11")):
+        b02, b04, b08, b11 = (idx[n] for n in ("B02", "B04", "B08", "B11"))
+        for fa, fb in (
+            (_nd(a[b11], a[b08]), _nd(b[b11], b[b08])),  # NDBI
+            (_nd(a[b11] + a[b04], a[b08] + a[b02]), _nd(b[b11] + b[b04], b[b08] + b[b02])),  # BSI
+        ):
+            np.subtract(fa * np.float32(INDEX_WEIGHT), fb * np.float32(INDEX_WEIGHT), out=d)
+            np.multiply(d, d, out=d)
+            sumsq += d
+    mag = np.sqrt(sumsq, out=sumsq)
+    mag[~valid] = np.nan
+    gain = _nd(a[idx["B08"]], a[idx["B04"]]) - _nd(b[idx["B08"]], b[idx["B04"]])
+    greened = gain > max_ndvi_gain  # NaN compares False, like detect_pair's fillna(False)
+    return mag, valid, greened
+
+
+def detect_pair_block(
+    before: np.ndarray, after: np.ndarray, bands: Sequence[str], stats: PairStats, settings: DetectSettings
+) -> dict[str, np.ndarray]:
+    """``change`` (bool), ``score`` (float32 robust z), ``valid`` (bool), ``confidence`` (float32 0-1) of one
+    block, with the global ``stats`` (see :func:`pair_magnitude` for the inputs)."""
+    mag, valid, greened = pair_magnitude(before, after, bands, settings.max_ndvi_gain)
+    score = mag
+    score -= np.float32(stats.median)
+    score /= np.float32(stats.mad)
+    np.maximum(score, 0, out=score)  # NaN stays NaN
+    np.nan_to_num(score, copy=False, nan=0.0)
+    change = (score >= stats.threshold) & valid & ~greened
+    conf = np.zeros(score.shape, np.float32)
+    if change.any():
+        conf[change] = confidence_from_score(score[change], stats.threshold, 1.0)
+    return {"change": change, "score": score, "valid": valid, "confidence": conf}
+
+
+def detect_pair_chunked(
+    before: xr.DataArray, after: xr.DataArray, settings: DetectSettings, stats: PairStats | None = None
+) -> xr.Dataset:
+    """:func:`~pipeline.detect.pair.detect_pair` with given global ``stats`` (``None``: from all pixels).
+
+    Same inputs and output as ``detect_pair`` (``change``, ``score``, ``valid``, ``confidence`` on the
+    grid; attrs ``threshold`` and ``method``).
+    """
+    common = [b for b in map(str, before["band"].values) if b in set(map(str, after["band"].values))]
+    b = before.sel(band=common)
+    a = after.sel(band=common)
+    if b.shape[1:] != a.shape[1:]:
+        raise DetectionError(f"BEFORE grid {b.shape[1:]} and AFTER grid {a.shape[1:]} differ; align AFTER first")
+    bv, av = np.asarray(b.values, np.float32), np.asarray(a.values, np.float32)
+    if stats is None:
+        mag, valid, _ = pair_magnitude(bv, av, common, settings.max_ndvi_gain)
+        stats = PairStats.from_samples(mag[valid], settings)
+    out = detect_pair_block(bv, av, common, stats, settings)
+    dims = ("y", "x")
+    coords = {k: b.coords[k] for k in dims if k in b.coords}
+    return xr.Dataset(
+        {k: xr.DataArray(v, dims=dims, coords=coords) for k, v in out.items()},
+        attrs={"threshold": stats.threshold, "method": METHOD},
+    )

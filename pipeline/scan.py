@@ -1,0 +1,484 @@
+"""Wide-area screening: an AOI tile by tile (resumable, optionally on a dask cluster) → one ranked layer.
+
+:func:`scan` cuts the AOI into the fixed UTM tiles of :mod:`pipeline.tiling` (per zone for AOIs spanning
+several zones), runs the site pipeline on every tile (fetch → preprocess → ``detect_series`` →
+``vectorise``), clips each tile's flags to its core and keeps them in one small GeoParquet file per tile
+under ``resume_dir``. A run interrupted at any tile (Ctrl-C, a crash, a lost worker) resumes where it
+stopped: tiles with a result file are not computed again. When every tile is done, the pieces are merged
+across tile and zone seams (:mod:`pipeline.seams`) into one ranked WGS84 candidate layer.
+
+:func:`scan_pair_files` is the same idea for one pair of scenes on disk (e.g. two Sentinel-2 granules):
+block-aligned windowed reads, the two-date detector of ``compoundwatch compare`` run block by block with
+global statistics from a first pass over a subsample of blocks, flags merged across block seams. Its
+memory does not grow with the scene size.
+
+The synthetic source renders every tile as its own landscape (keyed by the tile id), so on synthetic data a
+compound never continues across a seam; real sources return one continuous scene and the seam merge
+joins what tiles split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from shapely.geometry.base import BaseGeometry
+
+from pipeline.cluster import dask_client, dask_settings
+from pipeline.config import Settings, params_hash
+from pipeline.errors import InputFileError, InvalidAOIError
+from pipeline.grid import GridSpec
+from pipeline.seams import clip_to_core, merge_flags, tile_settings
+from pipeline.tiling import TileSpec, tiles_for_aoi, tiles_for_grid
+
+__all__ = [
+    "ScanEvent",
+    "ScanProgress",
+    "DEFAULT_RESUME_DIR",
+    "load_aoi",
+    "process_tile",
+    "scan",
+    "scan_pair_files",
+    "drop_small_inner_blobs",
+]
+
+#: Where per-tile results are kept between runs (one sub-folder per AOI + parameters + tiling).
+DEFAULT_RESUME_DIR = Path("data/scan")
+
+
+@dataclass(frozen=True)
+class ScanEvent:
+    """A progress report. ``kind``: ``"site"`` (a site starts; ``total`` = its tiles), ``"tile"`` (a tile is
+    done: ``done`` of ``total`` for this site, ``resumed`` when its result came from an earlier run) or
+    ``"merge"`` (all tiles done, merging). ``n_flags``: flag pieces of the tile."""
+
+    kind: str
+    site_id: str
+    done: int
+    total: int
+    tile: TileSpec | None = None
+    n_flags: int = 0
+    resumed: bool = False
+
+
+#: Progress callback; raising from it stops the scan (finished tiles are kept for the next run).
+ScanProgress = Callable[[ScanEvent], None] | None
+
+
+# ------------------------------------------------------------------------------------------------ AOI
+def load_aoi(aoi: str | Path | BaseGeometry | gpd.GeoDataFrame) -> list[tuple[str, BaseGeometry]]:
+    """``[(site_id, WGS84 geometry), …]`` from a GeoJSON path, a GeoDataFrame or one shapely geometry.
+
+    Each feature is one site, named by its ``site_id`` (or ``name``) property, else ``aoi`` / ``aoi-N``.
+    """
+    if isinstance(aoi, BaseGeometry):
+        return [("aoi", aoi)]
+    if isinstance(aoi, (str, Path)):
+        path = Path(aoi)
+        if not path.is_file():
+            raise InputFileError(f"AOI file {path} not found; give a GeoJSON FeatureCollection in WGS84")
+        try:
+            gdf = gpd.read_file(path)
+        except Exception as err:  # pyogrio raises several types for unreadable files
+            raise InvalidAOIError(f"{path} is not a readable vector file ({err}); give a GeoJSON") from None
+    else:
+        gdf = aoi
+    if gdf.empty:
+        raise InvalidAOIError("the AOI has no features; draw at least one Polygon")
+    gdf = gdf.to_crs(4326) if gdf.crs is not None else gdf.set_crs(4326)
+    out = []
+    for i, (_, row) in enumerate(gdf.iterrows()):
+        name = None
+        for key in ("site_id", "name"):
+            if key in gdf.columns and isinstance(row.get(key), str) and row[key].strip():
+                name = row[key].strip().lower().replace(" ", "-")
+                break
+        out.append((name or ("aoi" if len(gdf) == 1 else f"aoi-{i + 1}"), row.geometry))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- tiles
+def process_tile(
+    tile: TileSpec, settings: Settings, site_id: str, scenario: str = "arid", fetcher: Any = None
+) -> gpd.GeoDataFrame:
+    """Fetch, preprocess, detect and flag one tile; the flags clipped to its core (tile UTM CRS).
+
+    Picklable inputs only, so it runs on dask.distributed workers as well as locally.
+    """
+    from pipeline.detect import detect_series
+    from pipeline.fetch import FetchRequest, make_fetcher
+    from pipeline.flag import vectorise
+    from pipeline.preprocess import preprocess_cube
+
+    fetcher = fetcher or make_fetcher(settings)
+    req = FetchRequest(
+        site_id=f"{site_id}-{tile.tile_id}",
+        grid=tile.grid,
+        start=settings.fetch.start,
+        end=settings.fetch.end,
+        bands=tuple(settings.fetch.bands),
+        scenario=scenario,
+    )
+    cube = fetcher.fetch(req)
+    scenes = preprocess_cube(cube, settings.preprocess)
+    det = detect_series(scenes["reflectance"], scenes["clear"], settings.detect)
+    if det.rio.crs is None:
+        det = det.rio.write_crs(tile.epsg)
+    det["change"] = det["change"].copy(data=drop_small_inner_blobs(
+        np.asarray(det["change"].values), tile.grid.pixel_area, settings.flag.min_area_m2))
+    flags = vectorise(det, site_id=site_id, settings=tile_settings(settings))
+    return clip_to_core(flags, tile)
+
+
+def drop_small_inner_blobs(change: np.ndarray, pixel_area: float, min_area_m2: float) -> np.ndarray:
+    """``change`` without blobs smaller than ``min_area_m2`` that lie wholly inside the grid.
+
+    Blobs are formed as :func:`pipeline.flag.vectorise` forms them (3×3 closing, 8-connected). A blob that
+    does not touch the grid edge is complete, so its area is final and a small one can be dropped before
+    vectorising (tiles are vectorised with ``min_area_m2 = 0``, and noise blobs would otherwise cost a
+    polygon each). Blobs on the edge may continue in the next tile and are kept for the seam merge.
+    """
+    from scipy import ndimage
+
+    from pipeline.flag import close_gaps  # the same closing as vectorise
+
+    if min_area_m2 <= 0 or not change.any():
+        return change
+    labels, n = ndimage.label(close_gaps(change), structure=np.ones((3, 3), bool))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = sizes * pixel_area >= min_area_m2
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    keep[edge] = True
+    keep[0] = False
+    return change & keep[labels]
+
+
+def _run_key(sites: Sequence[tuple[str, BaseGeometry]], settings: Settings, extra: dict[str, Any]) -> str:
+    h = hashlib.sha1()
+    h.update(params_hash(settings).encode())
+    for sid, geom in sites:
+        h.update(sid.encode())
+        h.update(geom.normalize().wkb)
+    h.update(json.dumps(extra, sort_keys=True).encode())
+    return h.hexdigest()[:12]
+
+
+def _write_atomic(gdf: gpd.GeoDataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    gdf.to_parquet(tmp)
+    os.replace(tmp, path)
+
+
+def _read_piece(path: Path) -> gpd.GeoDataFrame:
+    return gpd.read_parquet(path)
+
+
+def scan(
+    aoi: str | Path | BaseGeometry | gpd.GeoDataFrame,
+    settings: Settings,
+    *,
+    scheduler: str | None = None,
+    progress: ScanProgress = None,
+    resume_dir: str | Path = DEFAULT_RESUME_DIR,
+    tile_px: int = 512,
+    overlap_px: int = 16,
+    scenario: str = "arid",
+    fetcher: Any = None,
+    processes: bool = True,
+) -> gpd.GeoDataFrame:
+    """Screen an AOI tile by tile and return the ranked candidate layer.
+
+    Parameters
+    ----------
+    aoi
+        WGS84 AOI: GeoJSON path, GeoDataFrame (one site per feature) or a shapely geometry.
+    settings
+        Run settings (fetch dates/bands/resolution, preprocess, detect, flag; ``settings.dask`` when present).
+    scheduler
+        Address of a running dask.distributed scheduler to run the tiles on (overrides ``dask.scheduler``).
+        Without one, and without ``dask.n_workers``, tiles run one after another in this process.
+    progress
+        Called with a :class:`ScanEvent` per site start, per finished tile and before the merge.
+    resume_dir
+        Folder for the per-tile results (``<resume_dir>/<run key>/tiles/<tile_id>.parquet``); the run key
+        hashes the AOI, the parameters and the tiling, so changed inputs never reuse stale tiles.
+    tile_px, overlap_px
+        Tile core edge and overlap in pixels of ``settings.fetch.resolution_m``.
+    scenario
+        Synthetic landscape of every tile (synthetic source only).
+    fetcher
+        A :class:`~pipeline.fetch.Fetcher` to use instead of ``make_fetcher(settings)`` (must be picklable
+        to run on a cluster).
+    processes
+        Whether a LocalCluster started for ``dask.n_workers`` uses processes (True) or threads.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        EPSG:4326, columns :data:`pipeline.seams.SCAN_COLUMNS` (the flag columns, ``n_tiles``, ``zones``,
+        ``rank``), sorted by confidence (descending): the ranking.
+    """
+    sites = load_aoi(aoi)
+    res = settings.fetch.resolution_m
+    extra = {"tile_px": tile_px, "overlap_px": overlap_px, "scenario": scenario, "res": res,
+             "fetcher": type(fetcher).__name__ if fetcher is not None else settings.fetch.source.value}
+    run_dir = Path(resume_dir) / _run_key(sites, settings, extra)
+    tiles_dir = run_dir / "tiles"
+    tiles_dir.mkdir(parents=True, exist_ok=True)
+    manifest = run_dir / "manifest.json"
+    if not manifest.exists():
+        manifest.write_text(json.dumps({"sites": [s for s, _ in sites], "params_hash": params_hash(settings),
+                                        **extra}, indent=2) + "\n")
+    plan = [(sid, tiles_for_aoi(geom, tile_px, overlap_px, res)) for sid, geom in sites]
+    cfg = dask_settings(settings, scheduler)
+
+    def result_path(sid: str, tile: TileSpec) -> Path:
+        return tiles_dir / f"{sid}__{tile.tile_id}.parquet"
+
+    with dask_client(cfg, processes=processes) as client:
+        for sid, tiles in plan:
+            if progress is not None:
+                progress(ScanEvent("site", sid, 0, len(tiles)))
+            done = 0
+            todo = []
+            for tile in tiles:
+                if result_path(sid, tile).exists():
+                    done += 1
+                    if progress is not None:
+                        progress(ScanEvent("tile", sid, done, len(tiles), tile, -1, resumed=True))
+                else:
+                    todo.append(tile)
+            for tile, gdf in _run_tiles(client, todo, settings, sid, scenario, fetcher):
+                _write_atomic(gdf, result_path(sid, tile))
+                done += 1
+                if progress is not None:
+                    progress(ScanEvent("tile", sid, done, len(tiles), tile, len(gdf)))
+    layers = []
+    for sid, tiles in plan:
+        if progress is not None:
+            progress(ScanEvent("merge", sid, len(tiles), len(tiles)))
+        pieces = [_read_piece(result_path(sid, t)) for t in sorted(tiles, key=lambda t: t.tile_id)]
+        layers.append(merge_flags(pieces, site_id=sid, settings=settings))
+    return _rank(layers)
+
+
+def _run_tiles(
+    client: Any, tiles: list[TileSpec], settings: Settings, site_id: str, scenario: str, fetcher: Any
+) -> Iterator[tuple[TileSpec, gpd.GeoDataFrame]]:
+    """Yield ``(tile, pieces)`` as tiles finish: in order locally, as completed on a cluster."""
+    if not tiles:
+        return
+    if client is None:
+        for tile in tiles:
+            yield tile, process_tile(tile, settings, site_id, scenario, fetcher)
+        return
+    from distributed import as_completed
+
+    futures = {
+        client.submit(process_tile, t, settings, site_id, scenario, fetcher, pure=False,
+                      key=f"scan-tile-{site_id}-{t.tile_id}-{os.getpid()}-{id(tiles)}"): t
+        for t in tiles
+    }
+    try:
+        for fut in as_completed(list(futures)):
+            yield futures[fut], fut.result()
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+
+
+def _rank(layers: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
+    layers = [g for g in layers if len(g)] or layers[:1]
+    gdf = pd.concat(layers, ignore_index=True) if len(layers) > 1 else layers[0].copy()
+    gdf = gpd.GeoDataFrame(gdf, geometry="geometry", crs=4326)
+    gdf = gdf.sort_values(["confidence", "flag_id"], ascending=[False, True], kind="mergesort")
+    gdf = gdf.reset_index(drop=True)
+    gdf["rank"] = np.arange(1, len(gdf) + 1)
+    return gdf
+
+
+# ------------------------------------------------------------------------------------ scene pair files
+_DN_SCALE = 10000.0
+
+
+class _Readers(threading.local):
+    """One set of open rasterio datasets per thread (dataset handles are not thread-safe)."""
+
+    def __init__(self) -> None:
+        self.handles: dict[str, Any] = {}
+
+
+def _grid_of(path: str | Path) -> GridSpec:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        epsg = src.crs.to_epsg() if src.crs is not None else None
+        if epsg is None:
+            raise InputFileError(f"{path} has no EPSG CRS; scan_pair_files needs projected (UTM) files")
+        return GridSpec(epsg=epsg, transform=tuple(src.transform)[:6], shape=(src.height, src.width))
+
+
+def _read_window(readers: _Readers, path: str, bounds: tuple[float, float, float, float],
+                 shape: tuple[int, int]) -> np.ndarray:
+    """Band 1 of ``path`` over ``bounds`` (metres) on a ``shape`` grid, as float32 reflectance (NaN = 0 DN).
+
+    A coarser band whose window is whole source pixels is read at its own resolution and upsampled here
+    (bilinear, pixel edges aligned, edge pixels extended), so only the blocks under the window are decoded
+    and files and VRTs give the same values; other windows fall back to GDAL's bilinear resampling.
+    """
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.windows import from_bounds
+    from scipy import ndimage
+
+    src = readers.handles.get(path)
+    if src is None:
+        src = readers.handles[path] = rasterio.open(path)
+    win = from_bounds(*bounds, transform=src.transform)
+    h, w = win.height, win.width
+    whole = all(abs(v - round(v)) < 1e-6 for v in (win.row_off, win.col_off, h, w))
+    fy, fx = shape[0] / h, shape[1] / w
+    if whole and abs(fy - 1) < 1e-9 and abs(fx - 1) < 1e-9:
+        dn = src.read(1, window=win.round_offsets().round_lengths())
+    elif whole and abs(fy - round(fy)) < 1e-9 and abs(fx - round(fx)) < 1e-9:
+        raw = src.read(1, window=win.round_offsets().round_lengths())
+        up = ndimage.zoom(raw.astype(np.float32), (round(fy), round(fx)), order=1, mode="nearest",
+                          grid_mode=True)
+        if (raw == 0).any():
+            nodata = ndimage.zoom((raw == 0).astype(np.float32), (round(fy), round(fx)), order=1,
+                                  mode="nearest", grid_mode=True) > 0
+            up[nodata] = 0
+        dn = up
+    else:
+        dn = src.read(1, window=win, out_shape=shape, resampling=Resampling.bilinear)
+    out = dn.astype(np.float32, copy=dn.dtype != np.float32)
+    out[dn == 0] = np.nan
+    out /= np.float32(_DN_SCALE)
+    return out
+
+
+def scan_pair_files(
+    before: Mapping[str, str | Path],
+    after: Mapping[str, str | Path],
+    settings: Settings,
+    *,
+    dates: tuple[str, str] = ("NaT", "NaT"),
+    scene_ids: tuple[str, str] = ("before", "after"),
+    tile_px: int = 1024,
+    threads: int = 2,
+    sample_every: int = 4,
+    sample_px: int = 512,
+    max_sample_blocks: int = 32,
+    site_id: str = "compare",
+    progress: Callable[[int, int], None] | None = None,
+) -> gpd.GeoDataFrame:
+    """Two-date change flags between two scenes given as single-band files, block by block.
+
+    Parameters
+    ----------
+    before, after
+        ``{band name: path}`` of single-band GeoTIFFs (L2A DN, 0 = no data; 10/20/60 m, same UTM CRS); at
+        least B02, B03, B04, B08. Coarser bands are bilinearly upsampled onto the finest grid window by
+        window (see :func:`_read_window`).
+    settings
+        ``detect`` (threshold / min_score, max_ndvi_gain) and ``flag`` (min_area_m2, simplify_m).
+    dates, scene_ids
+        ISO dates and ids of BEFORE and AFTER (written to the flags).
+    tile_px
+        Processing block edge (pixels of the finest grid); a multiple of the files' block size decodes every
+        stored block once.
+    threads
+        Blocks processed at the same time (GDAL decoding and numpy release the GIL).
+    sample_every, sample_px
+        First pass: every ``sample_every``-th block of ``sample_px`` pixels along rows and columns
+        (1/``sample_every``² of the scene, at most ``max_sample_blocks`` blocks spread evenly over it, so
+        this pass does not grow with the area) estimates the magnitude median/MAD and the Otsu threshold.
+    progress
+        Called with ``(done, total)`` after every block.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        Ranked flags in EPSG:4326 (columns :data:`pipeline.seams.SCAN_COLUMNS`).
+    """
+    import xarray as xr
+
+    from pipeline.detect.chunked import PairStats, detect_pair_block, pair_magnitude
+    from pipeline.detect.pair import METHOD, MIN_BANDS
+    from pipeline.flag import vectorise
+
+    bands = [b for b in before if b in after]
+    missing = [b for b in MIN_BANDS if b not in bands]
+    if missing:
+        raise InputFileError(f"both scenes need bands {list(MIN_BANDS)}; missing: {missing}")
+    grids = {b: _grid_of(before[b]) for b in bands}
+    finest = min(bands, key=lambda b: grids[b].resolution)
+    grid = grids[finest]
+    readers = _Readers()
+    det_settings = settings.detect
+
+    def load(g: GridSpec) -> tuple[np.ndarray, np.ndarray]:
+        bounds = g.bounds
+        bv = np.stack([_read_window(readers, str(before[b]), bounds, g.shape) for b in bands])
+        av = np.stack([_read_window(readers, str(after[b]), bounds, g.shape) for b in bands])
+        return bv, av
+
+    # pass 1: global statistics from a regular subsample of blocks
+    sample_tiles = [t for t in tiles_for_grid(grid, sample_px)
+                    if t.index[0] % sample_every == sample_every // 2
+                    and t.index[1] % sample_every == sample_every // 2] or tiles_for_grid(grid, sample_px)[:1]
+    if len(sample_tiles) > max_sample_blocks:  # a fixed budget: memory must not grow with the area
+        pick = np.linspace(0, len(sample_tiles) - 1, max_sample_blocks).round().astype(int)
+        sample_tiles = [sample_tiles[i] for i in pick]
+
+    def sample(t: TileSpec) -> np.ndarray:
+        bv, av = load(t.grid)
+        mag, valid, _ = pair_magnitude(bv, av, bands, det_settings.max_ndvi_gain)
+        return mag[valid]
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        stats = PairStats.from_samples(np.concatenate(list(pool.map(sample, sample_tiles))), det_settings)
+
+    # pass 2: every block, detect + flag, clipped to its core
+    times = np.array([np.datetime64(d, "ns") for d in dates], dtype="datetime64[ns]")
+    tset = tile_settings(settings)
+    tiles = tiles_for_grid(grid, tile_px)
+
+    def block(t: TileSpec) -> gpd.GeoDataFrame:
+        bv, av = load(t.grid)
+        out = detect_pair_block(bv, av, bands, stats, det_settings)
+        del bv, av
+        y, x = t.grid.coords()
+        change = drop_small_inner_blobs(out["change"], t.grid.pixel_area, settings.flag.min_area_m2)
+        valid = out["valid"]
+        det = xr.Dataset(
+            {
+                "change": (("y", "x"), change),
+                "score": (("y", "x"), out["score"]),
+                "confidence": (("y", "x"), out["confidence"]),
+                "break_index": (("y", "x"), np.where(change, 1, -1).astype(np.int16)),
+                "after_index": (("y", "x"), np.where(change, 0, -1).astype(np.int16)),
+                "clear_fraction": (("y", "x"), valid.astype(np.float32)),
+                "clear": (("time", "y", "x"), np.broadcast_to(valid, (2, *valid.shape))),
+            },
+            coords={"time": times, "scene_id": ("time", list(scene_ids)), "y": y, "x": x},
+            attrs={"threshold": stats.threshold, "method": METHOD},
+        ).rio.write_crs(grid.epsg)
+        return clip_to_core(vectorise(det, site_id=site_id, settings=tset), t)
+
+    pieces = []
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for i, gdf in enumerate(pool.map(block, tiles), start=1):
+            pieces.append(gdf)
+            if progress is not None:
+                progress(i, len(tiles))
+    return merge_flags(pieces, site_id=site_id, settings=settings)
