@@ -12,7 +12,7 @@ import xarray as xr
 from pipeline.config import DetectSettings
 from pipeline.detect.features import BAND_SETS, build_features, feature_names
 from pipeline.detect.learned import (
-    LearnedDetector, available_band_sets, detect_pair_learned, load_model, prepare_pair,
+    LearnedDetector, adaptive_threshold, available_band_sets, detect_pair_learned, load_model, prepare_pair,
 )
 from pipeline.errors import BandError, DetectionError
 
@@ -70,6 +70,53 @@ def test_detect_contract_and_block_found(tmp_path: Path) -> None:
     conf = det["confidence"].values
     assert ((conf >= 0.5) == ch).all() and conf.max() <= 1.0
     np.testing.assert_array_equal(det["y"].values, before["y"].values)
+
+
+def test_adaptive_threshold_rule() -> None:
+    rule = {"quantile": 0.99, "scale": 0.8, "min": 0.3, "max": 0.7}
+    valid = np.ones((100, 100), bool)
+    low = np.zeros((100, 100), np.float32)
+    low[:10, :20] = 0.5  # an under-confident image: its top 2 % sits at 0.5 -> cut at 0.4
+    assert adaptive_threshold(low, valid, rule) == 0.4
+    assert adaptive_threshold(np.full((100, 100), 0.95, np.float32), valid, rule) == 0.7  # capped
+    assert adaptive_threshold(np.full((100, 100), 0.01, np.float32), valid, rule) == 0.3  # floored
+    # pixels outside the valid mask do not count
+    masked = valid.copy()
+    masked[:10, :20] = False
+    assert adaptive_threshold(low, masked, rule) == 0.3
+
+
+def test_detect_uses_adaptive_threshold_from_sidecar(tmp_path: Path) -> None:
+    mdir = _tiny_model(tmp_path)
+    side = mdir / "oscd-s2-4.json"
+    meta = json.loads(side.read_text())
+    meta["adaptive_threshold"] = {"quantile": 0.99, "scale": 0.5, "min": 0.2, "max": 0.45}
+    side.write_text(json.dumps(meta))
+    bands = BAND_SETS["s2-4"]
+    det = detect_pair_learned(_scene(bands, False, 2), _scene(bands, True, 3), DetectSettings(), model_dir=mdir)
+    thr = det.attrs["threshold"]
+    assert 0.2 <= thr <= 0.45
+    score, valid = det["score"].values, det["valid"].values
+    np.testing.assert_array_equal(det["change"].values, (score >= thr) & valid)
+
+
+def test_select_threshold_adaptive_beats_global_on_uncalibrated_cities() -> None:
+    from pipeline.train.oscd import select_threshold
+
+    rng = np.random.default_rng(0)
+    probs, labels = {}, {}
+    # two confident "cities" (background up to 0.5, change at 0.9) and two under-confident ones (background
+    # up to 0.1, change at 0.3): no global threshold separates all four, a per-image one does
+    for i, (bg, top) in enumerate(((0.5, 0.9), (0.1, 0.3), (0.5, 0.9), (0.1, 0.3))):
+        lab = np.zeros((60, 60), bool)
+        lab[10:30, 10:30] = True
+        p = rng.uniform(0.0, bg, lab.shape).astype(np.float32)
+        p[lab] = top
+        probs[f"c{i}"], labels[f"c{i}"] = p, lab
+    sel = select_threshold(probs, labels, sigmas=(0.0,))
+    assert sel["adaptive"] is not None
+    assert sel["micro_f1"] > sel["global"]["micro_f1"] and sel["micro_f1"] > 0.99
+    assert sel["strict"]["micro_f1"] > 0.99
 
 
 def test_extra_bands_and_band_order_ignored(tmp_path: Path) -> None:

@@ -9,10 +9,14 @@ The chain for a BEFORE/AFTER pair on one grid (``(band, y, x)`` reflectance, uni
 4. per-pixel features (:func:`pipeline.detect.features.build_features`);
 5. a LightGBM model trained on the labelled OSCD cities (``python -m pipeline.train.oscd``) gives the
    probability of urban change, smoothed by a small Gaussian (``smooth_sigma_px`` of the model's sidecar)
-   and thresholded at the model's threshold (chosen on leave-one-city-out predictions).
+   and thresholded per image: ``clip(scale * quantile_q(probability), min, max)`` when the sidecar has
+   ``adaptive_threshold`` (the image's own high-probability level sets the cut, so a city where the model
+   is under-confident is not cut at a level that only suits confident ones), else the model's global
+   ``threshold``; both chosen on leave-one-city-out predictions.
 
 Models live in ``pipeline/data/models/`` as ``oscd-<band set>.txt`` (LightGBM text format) with a JSON
-sidecar ``oscd-<band set>.json`` (band set, bands, feature names, threshold, smoothing, training record)
+sidecar ``oscd-<band set>.json`` (band set, bands, feature names, threshold, optional ``adaptive_threshold``
+rule, smoothing, training record)
 and are read with :mod:`importlib.resources`. Detectors never open scene files.
 """
 
@@ -42,6 +46,8 @@ __all__ = [
     "load_model",
     "detect_pair_learned",
     "prepare_pair",
+    "adaptive_threshold",
+    "adaptive_from_level",
     "MODEL_PACKAGE",
     "METHOD_PREFIX",
 ]
@@ -66,6 +72,19 @@ class LearnedModel:
     def threshold(self) -> float:
         """Probability threshold (0-1) above which a pixel is change."""
         return float(self.meta["threshold"])
+
+    @property
+    def adaptive(self) -> dict[str, float] | None:
+        """Per-image threshold rule ``{quantile, scale, min, max}`` of the sidecar, or None (global threshold)."""
+        rule = self.meta.get("adaptive_threshold")
+        return dict(rule) if rule else None
+
+    def decision_threshold(self, prob: np.ndarray, valid: np.ndarray) -> float:
+        """The probability threshold for this image: adaptive when the sidecar says so, else :attr:`threshold`."""
+        rule = self.adaptive
+        if rule is None:
+            return self.threshold
+        return adaptive_threshold(prob, valid, rule)
 
     @property
     def smooth_sigma(self) -> float:
@@ -141,6 +160,20 @@ def prepare_pair(
     return after, info
 
 
+def adaptive_from_level(level: float, rule: dict[str, float]) -> float:
+    """``clip(scale * level, min, max)`` rounded to 0.01, ``level`` being the image's probability quantile."""
+    t = float(np.clip(float(rule["scale"]) * level, float(rule["min"]), float(rule["max"])))
+    return round(t, 2)
+
+
+def adaptive_threshold(prob: np.ndarray, valid: np.ndarray, rule: dict[str, float]) -> float:
+    """Per-image threshold: ``clip(scale * quantile_q(prob[valid]), min, max)`` (rule keys ``quantile``,
+    ``scale``, ``min``, ``max``); ``prob`` is the smoothed probability map, ``valid`` its data mask."""
+    pv = prob[valid] if valid.any() else prob.ravel()
+    level = float(np.quantile(pv, float(rule["quantile"]))) if pv.size else 0.0
+    return adaptive_from_level(level, rule)
+
+
 def _confidence(prob: np.ndarray, threshold: float) -> np.ndarray:
     """0.5 at the threshold rising linearly to 1 at probability 1; 0 below the threshold (0-1 float32)."""
     span = max(1.0 - threshold, 1e-6)
@@ -207,7 +240,7 @@ class LearnedDetector:
     def detect(self, before: xr.DataArray, after: xr.DataArray, settings: DetectSettings | None = None) -> xr.Dataset:
         """Change map of a pair (see :func:`detect_pair_learned`)."""
         prob, valid, model, info = self.probability(before, after)
-        thr = model.threshold
+        thr = model.decision_threshold(prob, valid)
         change = (prob >= thr) & valid
         dims, coords = ("y", "x"), {"y": before["y"].values, "x": before["x"].values}
         ds = xr.Dataset(
@@ -241,7 +274,8 @@ def detect_pair_learned(
         matched by name, at least B02, B03, B04, B08 in both (the richest band set with a model is used).
     settings
         Accepted for signature parity with :func:`pipeline.detect.detect_pair`; the threshold is the
-        model's (a probability), so ``settings.threshold`` (robust-z units) is not used.
+        model's (a probability, per image when the sidecar has an ``adaptive_threshold`` rule), so
+        ``settings.threshold`` (robust-z units) is not used.
     model_dir
         Folder with ``oscd-<band set>.txt/.json`` (default: the models shipped in the package).
 

@@ -12,11 +12,15 @@ For every band set (see :data:`pipeline.detect.features.BAND_SETS`):
    (:func:`pipeline.detect.learned.prepare_pair`) and turned into features;
 2. training pixels are sampled per city (seeded): up to ``--pos`` change and ``--neg`` no-change pixels;
 3. leave-one-city-out (LOCO): for each city a model trained on the other cities predicts it; the Gaussian
-   smoothing of the probability and the threshold of the shipped model are chosen on the pooled LOCO
-   predictions (best micro-F1); the report also gives the strict per-city score where each city's
-   threshold comes from the *other* cities' LOCO predictions only;
+   smoothing of the probability and the decision rule of the shipped model are chosen on the pooled LOCO
+   predictions (best micro-F1): a global probability threshold or a per-image adaptive threshold
+   ``clip(scale * quantile_q(probability), min, max)`` (the threshold does not transfer between cities: the
+   model is under-confident on some, so a cut relative to the image's own high-probability level wins);
+   the report also gives the strict per-city score where each city's rule comes from the *other* cities'
+   LOCO predictions only;
 4. the shipped model is trained on all cities and written as ``oscd-<band set>.txt`` (LightGBM text model)
-   with the sidecar ``oscd-<band set>.json`` (bands, feature names, threshold, smoothing, LOCO scores).
+   with the sidecar ``oscd-<band set>.json`` (bands, feature names, threshold, ``adaptive_threshold`` rule,
+   smoothing, LOCO scores).
 
 Hold-out cities (:data:`pipeline.oscd.HOLDOUT_CITIES`) are never read.
 """
@@ -137,41 +141,94 @@ def _f1(c: np.ndarray) -> np.ndarray:
     return 2 * tp / np.maximum(2 * tp + fp + fn, 1)
 
 
-def select_threshold(
-    probs: dict[str, np.ndarray], labels: dict[str, np.ndarray], sigmas: Sequence[float] = SIGMAS
-) -> dict[str, Any]:
-    """Choose smoothing sigma and threshold on pooled LOCO probabilities; strict per-city scores too.
+#: Candidate per-image adaptive thresholds ``clip(scale * quantile_q(prob), lo, hi)`` (see
+#: :func:`pipeline.detect.learned.adaptive_threshold`): the image's own high-probability level sets the cut,
+#: so cities where the model is under-confident (low probabilities overall) are not cut at a level that only
+#: suits confident cities.
+ADAPTIVE_QUANTILES: tuple[float, ...] = (0.98, 0.99, 0.995)
+ADAPTIVE_SCALES = np.round(np.arange(0.5, 0.901, 0.05), 2)
+ADAPTIVE_MINS: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35, 0.4)
+ADAPTIVE_MAXS = np.round(np.arange(0.5, 0.801, 0.05), 2)
 
-    Returns a dict: ``sigma``, ``threshold``, ``micro_f1`` (pooled, at the chosen pair), ``per_city``
-    (city -> f1/precision/recall at the chosen pair) and ``strict`` (each city scored at the threshold
-    that maximises the pooled F1 of the *other* cities, for the chosen sigma: ``micro_f1``, ``macro_f1``,
-    ``per_city``).
+
+def _candidates(adaptive: bool) -> list[dict[str, float] | None]:
+    out: list[dict[str, float] | None] = [None]  # None: the global threshold
+    if adaptive:
+        for q in ADAPTIVE_QUANTILES:
+            for a in ADAPTIVE_SCALES:
+                for lo in ADAPTIVE_MINS:
+                    for hi in ADAPTIVE_MAXS:
+                        if hi > lo:
+                            out.append({"quantile": q, "scale": float(a), "min": lo, "max": float(hi)})
+    return out
+
+
+def _threshold_index(level: float, cand: dict[str, float]) -> int:
+    from pipeline.detect.learned import adaptive_from_level
+
+    return int(np.argmin(np.abs(THRESHOLDS - adaptive_from_level(level, cand))))
+
+
+def select_threshold(
+    probs: dict[str, np.ndarray], labels: dict[str, np.ndarray], sigmas: Sequence[float] = SIGMAS,
+    adaptive: bool = True, valids: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Choose smoothing sigma and the decision rule on pooled LOCO probabilities; strict per-city scores too.
+
+    Decision rules: one global probability threshold (:data:`THRESHOLDS`) or, with ``adaptive``, a per-image
+    threshold ``clip(scale * quantile_q(prob), min, max)`` over the grid of ``ADAPTIVE_*`` (probabilities
+    of pixels outside ``valids``, default ``prob > 0``, are ignored for the quantile).
+
+    Returns a dict: ``sigma``, ``threshold`` (the best global threshold at that sigma: the fallback),
+    ``adaptive`` (the chosen rule's parameters, or None when the global threshold wins), ``micro_f1``
+    (pooled, at the chosen rule), ``macro_f1``, ``per_city`` (city -> f1/precision/recall at the chosen rule),
+    ``global`` (micro/macro F1 of the best global threshold at that sigma) and ``strict`` (each city scored
+    with the rule, sigma fixed, that maximises the pooled F1 of the *other* cities: ``micro_f1``,
+    ``macro_f1``, ``per_city``).
     """
+    cands = _candidates(adaptive)
+    cities = list(probs)
     best: dict[str, Any] | None = None
-    counts_by_sigma: dict[float, dict[str, np.ndarray]] = {}
+    table: dict[float, np.ndarray] = {}
     for s in sigmas:
-        counts = {}
-        for c, p in probs.items():
+        # counts[k, j] = TP/FP/FN of candidate k on city j
+        counts = np.zeros((len(cands), len(cities), 3), np.int64)
+        glob = np.zeros((len(THRESHOLDS), len(cities), 3), np.int64)
+        for j, c in enumerate(cities):
+            p = probs[c]
+            v = valids[c] if valids is not None else p > 0
             ps = ndimage.gaussian_filter(p, s) if s > 0 else p
-            counts[c] = f1_counts(ps, labels[c])
-        counts_by_sigma[s] = counts
-        pooled = _f1(sum(counts.values()))
-        i = int(np.argmax(pooled))
-        if best is None or pooled[i] > best["micro_f1"]:
-            best = {"sigma": float(s), "threshold": float(THRESHOLDS[i]), "micro_f1": float(pooled[i]), "i": i}
+            fc = f1_counts(ps, labels[c])
+            glob[:, j] = fc
+            pv = ps[v] if v.any() else ps.ravel()
+            levels = {q: float(np.quantile(pv, q)) for q in ADAPTIVE_QUANTILES}
+            for k, cand in enumerate(cands):
+                if cand is not None:
+                    counts[k, j] = fc[_threshold_index(levels[cand["quantile"]], cand)]
+        ig = int(np.argmax(_f1(glob.sum(1))))
+        counts[0] = glob[ig]
+        table[s] = counts
+        pooled = _f1(counts.sum(1))
+        k = int(np.argmax(pooled))
+        if best is None or pooled[k] > best["micro_f1"]:
+            best = {"sigma": float(s), "threshold": float(THRESHOLDS[ig]), "adaptive": cands[k],
+                    "micro_f1": float(pooled[k]), "k": k,
+                    "global": {"micro_f1": float(_f1(glob[ig].sum(0))),
+                               "macro_f1": float(np.mean([_f1(glob[ig, j]) for j in range(len(cities))]))}}
     assert best is not None
-    counts = counts_by_sigma[best["sigma"]]
-    i = best.pop("i")
-    per_city = {c: _scores(counts[c][i]) for c in counts}
+    counts = table[best["sigma"]]
+    k = best.pop("k")
+    per_city = {c: _scores(counts[k, j]) for j, c in enumerate(cities)}
     best["macro_f1"] = float(np.mean([v["f1"] for v in per_city.values()]))
     best["per_city"] = per_city
     strict: dict[str, Any] = {"per_city": {}}
     total = np.zeros(3, np.int64)
-    for c in counts:
-        others = sum(counts[k] for k in counts if k != c)
-        j = int(np.argmax(_f1(others)))
-        strict["per_city"][c] = {**_scores(counts[c][j]), "threshold": float(THRESHOLDS[j])}
-        total += counts[c][j]
+    for j, c in enumerate(cities):
+        others = counts[:, [i for i in range(len(cities)) if i != j]].sum(1)
+        kk = int(np.argmax(_f1(others)))
+        rule = cands[kk]
+        strict["per_city"][c] = {**_scores(counts[kk, j]), "rule": rule if rule is not None else "global"}
+        total += counts[kk, j]
     strict["micro_f1"] = float(_f1(total))
     strict["macro_f1"] = float(np.mean([v["f1"] for v in strict["per_city"].values()]))
     best["strict"] = strict
@@ -221,15 +278,16 @@ def _train_band_set(args: argparse.Namespace, band_set: str, cities: list[str]) 
     print(f"[{band_set}] {len(names)} features, {sum(len(d.y) for d in data.values())} sampled pixels "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
     record: dict[str, Any] = {}
-    sigma, threshold = 1.0, 0.5
+    sigma, threshold, adaptive = 1.0, 0.5, None
     if args.loco:
         t1 = time.perf_counter()
         probs, secs = loco(args.data, cities, band_set, data, args.trees, args.threads,
                            log=lambda m: print(m, flush=True))
         sel = select_threshold(probs, {c: data[c].label for c in cities})
-        sigma, threshold = sel["sigma"], sel["threshold"]
+        sigma, threshold, adaptive = sel["sigma"], sel["threshold"], sel["adaptive"]
         record = {"loco": sel, "loco_seconds_per_city": secs, "loco_seconds": time.perf_counter() - t1}
-        print(f"[{band_set}] LOCO micro-F1 {sel['micro_f1']:.4f} (sigma {sigma}, threshold {threshold}); "
+        print(f"[{band_set}] LOCO micro-F1 {sel['micro_f1']:.4f} (sigma {sigma}, threshold {threshold}, "
+              f"adaptive {adaptive}; global threshold only {sel['global']['micro_f1']:.4f}); "
               f"strict {sel['strict']['micro_f1']:.4f}", flush=True)
     t2 = time.perf_counter()
     x = np.concatenate([data[c].x for c in cities])
@@ -247,6 +305,7 @@ def _train_band_set(args: argparse.Namespace, band_set: str, cities: list[str]) 
         "bands": list(BAND_SETS[band_set]),
         "features": names,
         "threshold": threshold,
+        "adaptive_threshold": adaptive,
         "smooth_sigma_px": sigma,
         "coregister": True,
         "normalise": True,
@@ -262,7 +321,7 @@ def _train_band_set(args: argparse.Namespace, band_set: str, cities: list[str]) 
             "python": platform.python_version(),
             "train_seconds": train_s,
         },
-        **({"loco": {k: record["loco"][k] for k in ("micro_f1", "macro_f1", "sigma", "threshold")},
+        **({"loco": {k: record["loco"][k] for k in ("micro_f1", "macro_f1", "sigma", "threshold", "adaptive", "global")},
             "loco_strict": {k: record["loco"]["strict"][k] for k in ("micro_f1", "macro_f1")}}
            if record else {}),
     }
