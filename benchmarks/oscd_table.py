@@ -1,4 +1,4 @@
-"""OSCD benchmark table: naive CVA + Otsu (``detect_pair``) vs the learned detector, leave-one-city-out.
+"""OSCD benchmark table: naive CVA + Otsu (``detect_pair_cva``) vs the learned detector, leave-one-city-out.
 
 Usage::
 
@@ -7,7 +7,7 @@ Usage::
 
 For every labelled city (hold-out cities are never read) it prints the change-class F1 of
 
-* ``cva-otsu``: :func:`pipeline.detect.pair.detect_pair` (CVA + robust z + Otsu, no training), with its wall
+* ``cva-otsu``: :func:`pipeline.detect.pair.detect_pair_cva` (CVA + robust z + Otsu, no training), with its wall
   time (reading excluded; detection only);
 * ``lgbm-loco``: the learned detector scored leave-one-city-out, i.e. each city predicted by a model trained
   on the other nine, at the pooled-LOCO threshold/smoothing (what the shipped model uses), with wall time
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import DetectSettings  # noqa: E402
 from pipeline.detect.learned import LearnedDetector  # noqa: E402
-from pipeline.detect.pair import detect_pair  # noqa: E402
+from pipeline.detect.pair import detect_pair_cva  # noqa: E402
 from pipeline.oscd import labelled_cities, read_city  # noqa: E402
 
 
@@ -57,12 +57,12 @@ def _summary(per_city: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def baseline(root: Path, cities: list[str], learned_band_set: str | None = None) -> dict[str, Any]:
-    """Naive detect_pair per city: scores and detection wall seconds (+ shipped-model inference seconds)."""
+    """Naive detect_pair_cva per city: scores and detection wall seconds (+ shipped-model inference seconds)."""
     per_city, secs, infer = {}, {}, {}
     for c in cities:
         oc = read_city(root, c)
         t0 = time.perf_counter()
-        det = detect_pair(oc.before, oc.after, DetectSettings())
+        det = detect_pair_cva(oc.before, oc.after, DetectSettings())
         secs[c] = time.perf_counter() - t0
         assert oc.label is not None
         per_city[c] = _scores(det["change"].values, oc.label)
