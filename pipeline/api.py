@@ -21,7 +21,7 @@ import xarray as xr
 from pipeline.config import DEFAULT_PARAMS, Settings, load_settings
 from pipeline.detect import detect_series
 from pipeline.evaluate import object_metrics, pixel_scores, rasterize_truth
-from pipeline.fetch import make_fetcher, request_for
+from pipeline.fetch import make_fetcher, request_for, truth_for
 from pipeline.flag import to_wgs84, vectorise
 from pipeline.preprocess import preprocess_cube
 from pipeline.sites import Site, get_site
@@ -58,8 +58,7 @@ def run_site(site_id: str, settings: Settings | None = None, params: str | Path 
     scenes = preprocess_cube(cube, settings.preprocess)
     detection = detect_series(scenes["reflectance"], scenes["clear"], settings.detect)
     flags = to_wgs84(vectorise(detection, site_id=site_id, settings=settings))
-    truth_fn = getattr(fetcher, "truth", None)
-    truth = truth_fn(request).to_crs(4326) if truth_fn is not None else gpd.GeoDataFrame(geometry=[], crs=4326)
+    truth = truth_for(fetcher, request, control=site.control)
     metrics = object_metrics(
         flags,
         truth,

@@ -23,9 +23,11 @@ from pipeline.errors import ConfigError
 from pipeline.grid import GridSpec
 
 if TYPE_CHECKING:
+    import geopandas as gpd
+
     from pipeline.sites import Site
 
-__all__ = ["FetchRequest", "Fetcher", "make_fetcher", "request_for"]
+__all__ = ["FetchRequest", "Fetcher", "make_fetcher", "request_for", "truth_for"]
 
 
 @dataclass(frozen=True)
@@ -81,3 +83,17 @@ def make_fetcher(settings: Settings) -> Fetcher:
 
         return LocalFetcher(settings.local, invalid_scl=invalid)
     raise ConfigError(f"fetch.source: {source.value!r} needs its own section in params.yaml (e.g. `local:`)")
+
+
+def truth_for(fetcher: Fetcher, request: FetchRequest, control: bool = False) -> "gpd.GeoDataFrame":
+    """Ground-truth polygons of ``request`` in WGS84 (EPSG:4326).
+
+    Only the synthetic source knows the truth (its ``truth`` method); real sources and control sites
+    (no construction expected) give an empty layer with the ``truth_id``/``site_id`` columns.
+    """
+    import geopandas as gpd
+
+    truth_fn = getattr(fetcher, "truth", None)
+    if truth_fn is not None and not control:
+        return truth_fn(request).to_crs(4326)
+    return gpd.GeoDataFrame({"truth_id": [], "site_id": []}, geometry=[], crs=4326)

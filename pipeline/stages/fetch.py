@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import geopandas as gpd
 
 from pipeline.config import Settings, load_settings
-from pipeline.fetch import make_fetcher, request_for
+from pipeline.fetch import make_fetcher, request_for, truth_for
 from pipeline.io import write_cube
 from pipeline.publish.geojson import write_geojson
 from pipeline.sites import get_site
@@ -46,11 +45,7 @@ def run(site_id: str, raw_out: str | Path, truth_out: str | Path, settings: Sett
     cube.attrs.update(site_id=site.site_id, control=int(site.control))
     write_cube(cube, raw_out)  # default chunks: fetch does not depend on tile.* settings
 
-    truth_fn = getattr(fetcher, "truth", None)
-    if truth_fn is not None and not site.control:
-        truth = truth_fn(request).to_crs(4326)
-    else:
-        truth = gpd.GeoDataFrame({"truth_id": [], "site_id": []}, geometry=[], crs=4326)
+    truth = truth_for(fetcher, request, control=site.control)
     write_geojson(truth, truth_out)
     return FetchResult(site.site_id, int(cube.sizes["time"]), request.grid.shape, len(truth))
 
