@@ -43,12 +43,15 @@ def _repro(project: Path) -> set[str]:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A copy of the project's pipeline (dvc.yaml, .dvc/config, pipeline/) with two small sites."""
+    """A copy of the project's pipeline (dvc.yaml, .dvc/config, pipeline/, the frozen stages' outputs)
+    with two small sites."""
     root = tmp_path / "proj"
     root.mkdir()
     shutil.copy(REPO / "dvc.yaml", root)
     shutil.copy(REPO / ".dvcignore", root)
     shutil.copytree(REPO / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("oscd_metrics.json", "oscd_f1.png"):  # the frozen stage evaluate_oscd's outputs, in git
+        shutil.copy(REPO / name, root / name)
     (root / "web").mkdir()
     for name in ("package.json", "package-lock.json"):
         shutil.copy(REPO / "web" / name, root / "web" / name)

@@ -1,7 +1,8 @@
 """The ``compoundwatch`` command line (typer + rich).
 
 ``demo`` / ``run`` drive the whole pipeline through ``dvc repro``; ``fetch`` … ``evaluate`` run one stage
-with the paths of ``dvc.yaml``; ``compare`` flags change between two scenes on disk.
+with the paths of ``dvc.yaml`` (``evaluate oscd``: the OSCD benchmark); ``compare`` flags change between two
+scenes on disk.
 
 Errors: every :class:`~pipeline.errors.CompoundwatchError` (and ``FileNotFoundError`` for a path the user
 gave) is caught in one place, :meth:`_App.invoke`, and printed as one red ``error: <message>`` line on
@@ -20,6 +21,7 @@ from typer.core import TyperGroup
 
 import pipeline
 from pipeline.cli import demo as _demo
+from pipeline.cli import evaluate as _evaluate
 from pipeline.cli import scan as _scan
 from pipeline.cli import stages as _stages
 from pipeline.cli._common import err_console
@@ -148,6 +150,7 @@ def _root(
 
 _demo.register(app)
 _stages.register(app)
+_evaluate.register(app)
 _scan.register(app)
 
 

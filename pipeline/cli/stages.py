@@ -191,6 +191,6 @@ def evaluate(params: ParamsOpt = DEFAULT_PARAMS) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add the stage commands to ``app``."""
-    for func in (fetch, tile, detect, flag, publish, evaluate):
+    """Add the stage commands to ``app``; ``evaluate`` is a group (:mod:`pipeline.cli.evaluate`)."""
+    for func in (fetch, tile, detect, flag, publish):
         app.command(func.__name__, rich_help_panel="Single stages")(func)

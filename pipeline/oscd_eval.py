@@ -1,0 +1,400 @@
+"""The OSCD evaluation harness behind ``compoundwatch evaluate oscd``: per-city pixel scores of the naive
+CVA + Otsu baseline and of the learned chain scored leave-one-city-out (LOCO), in one document.
+
+* :class:`Scores` holds the change-class counts of one city (or of a pool of cities) and derives precision,
+  recall, F1 and IoU with the benchmark convention ``f1 = 2 tp / (2 tp + fp + fn)`` (0 when nothing is
+  predicted nor labelled, never a division by zero). Pixels are scored over the whole label (imgs_1 10 m
+  grid); a pixel without data in both dates is "no change" for every chain, so a change there is a miss.
+* :func:`pool` gives micro scores (counts summed over cities, then F1) and the macro F1 (mean of cities).
+* :func:`evaluate_baseline` runs :func:`pipeline.detect.pair.detect_pair_cva` on each city as
+  ``compoundwatch compare`` reads it (:func:`pipeline.oscd.read_city`).
+* :func:`evaluate_learned` trains one model per city on the *other* cities with the training recipe
+  (:mod:`pipeline.train.oscd`: same sampling, seed, LightGBM parameters), chooses the smoothing and decision
+  rule on the pooled LOCO probabilities exactly as training chooses the shipped model's rule
+  (:func:`pipeline.train.oscd.select_threshold`), then predicts each held-out city as ``compare`` does:
+  smoothed probability ≥ the (per-image adaptive) threshold on valid pixels, united with extreme CVA changes
+  (robust z ≥ :data:`pipeline.detect.pair.STRONG_Z`). The "strict" variant also takes each city's decision
+  rule from the other cities' predictions only (nothing about the city is used to score it).
+* :func:`learned_from_report` reuses the LOCO section of a training report
+  (``python -m pipeline.train.oscd --report``) instead of retraining: the classifier alone, without the
+  CVA union (the report keeps counts, not probabilities).
+* :func:`build_document` writes the metrics document (top level: the best chain run), :func:`write_plot`
+  a per-city grouped bar chart (PNG).
+
+Seconds are wall-clock seconds on this machine. Hold-out cities (:data:`pipeline.oscd.HOLDOUT_CITIES`) are
+never listed nor read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import ConfigError, DetectionError, InputFileError
+from pipeline.oscd import HOLDOUT_CITIES, labelled_cities, read_city
+
+__all__ = [
+    "BASELINE_METHOD",
+    "LEARNED_METHOD",
+    "Scores",
+    "ChainResult",
+    "Recipe",
+    "Progress",
+    "pick_cities",
+    "pool",
+    "evaluate_baseline",
+    "evaluate_learned",
+    "learned_from_report",
+    "build_document",
+    "write_document",
+    "write_plot",
+]
+
+BASELINE_METHOD = "cva-otsu"
+LEARNED_METHOD = "lgbm-loco"
+
+#: ``progress(phase, city, done)``: called with ``done=False`` when work on ``city`` starts and ``True`` when
+#: it ends; phases ``"baseline"``, ``"sample"`` (features + training rows) and ``"loco"`` (one fold).
+Progress = Callable[[str, str, bool], None]
+
+
+def _quiet(phase: str, city: str, done: bool) -> None:
+    """The default progress callback: nothing."""
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Change-class pixel counts (true/false positives, false negatives) and the scores derived from them."""
+
+    tp: int
+    fp: int
+    fn: int
+
+    @classmethod
+    def from_masks(cls, pred: np.ndarray, label: np.ndarray) -> Scores:
+        """Counts of a boolean prediction against a boolean label of the same shape (True = change)."""
+        pred, label = np.asarray(pred, bool), np.asarray(label, bool)
+        if pred.shape != label.shape:
+            raise DetectionError(f"prediction {pred.shape} and label {label.shape} are not on one grid")
+        return cls(int(np.count_nonzero(pred & label)), int(np.count_nonzero(pred & ~label)),
+                   int(np.count_nonzero(~pred & label)))
+
+    def __add__(self, other: Scores) -> Scores:
+        return Scores(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
+
+    @property
+    def precision(self) -> float:
+        """tp / (tp + fp), 0 when nothing is predicted."""
+        return self.tp / max(self.tp + self.fp, 1)
+
+    @property
+    def recall(self) -> float:
+        """tp / (tp + fn), 0 when nothing is labelled."""
+        return self.tp / max(self.tp + self.fn, 1)
+
+    @property
+    def f1(self) -> float:
+        """2 tp / (2 tp + fp + fn): the change-class F1."""
+        return 2 * self.tp / max(2 * self.tp + self.fp + self.fn, 1)
+
+    @property
+    def iou(self) -> float:
+        """tp / (tp + fp + fn): intersection over union of the change class."""
+        return self.tp / max(self.tp + self.fp + self.fn, 1)
+
+    def as_dict(self) -> dict[str, float | int]:
+        """``precision``, ``recall``, ``f1``, ``iou`` (0-1) and the counts ``tp``, ``fp``, ``fn`` (pixels)."""
+        return {"precision": self.precision, "recall": self.recall, "f1": self.f1, "iou": self.iou,
+                "tp": self.tp, "fp": self.fp, "fn": self.fn}
+
+
+def pool(per_city: Mapping[str, Scores]) -> dict[str, float]:
+    """Micro scores (pixel counts summed over the cities, then scored) and the macro F1 (mean city F1)."""
+    if not per_city:
+        raise ConfigError("no city to pool scores over")
+    total = sum(per_city.values(), Scores(0, 0, 0))
+    return {"micro_f1": total.f1, "macro_f1": float(np.mean([s.f1 for s in per_city.values()])),
+            "micro_precision": total.precision, "micro_recall": total.recall, "micro_iou": total.iou}
+
+
+@dataclass
+class ChainResult:
+    """Per-city scores and wall seconds of one chain; ``info`` holds chain-specific details (JSON-ready)."""
+
+    method: str
+    scores: dict[str, Scores]
+    seconds: dict[str, float]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """``method``, pooled scores and ``per_city`` {city: precision … fn, seconds} (see :func:`pool`)."""
+        per_city = {c: {**s.as_dict(), "seconds": round(self.seconds.get(c, float("nan")), 3)}
+                    for c, s in self.scores.items()}
+        return {"method": self.method, **pool(self.scores), "per_city": per_city}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How each LOCO fold is trained; the defaults are the shipped models' recipe (:mod:`pipeline.train.oscd`)
+
+    ``n_trees`` boosting rounds, up to ``n_pos`` change and ``n_neg`` no-change pixels sampled per city,
+    ``threads`` LightGBM threads, ``seed`` of the sampling and of LightGBM. Fewer trees or rows are faster
+    (tests) but are not the shipped recipe.
+    """
+
+    n_trees: int = 250
+    n_pos: int = 8000
+    n_neg: int = 16000
+    threads: int = 2
+    seed: int = 0
+
+
+def pick_cities(root: str | Path, cities: Sequence[str] | None = None) -> list[str]:
+    """The labelled cities under ``root`` to evaluate: all of them, or the subset ``cities`` (checked).
+
+    Raises :class:`~pipeline.errors.InputFileError` when ``root`` is no OSCD folder or holds no labelled
+    city, :class:`~pipeline.errors.ConfigError` for a hold-out or unknown city name.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputFileError(
+            f"{root} is not a folder; give the OSCD folder holding images/ and train_labels/"
+        )
+    wanted = [c.strip() for c in cities or [] if c.strip()]
+    held = [c for c in wanted if c in HOLDOUT_CITIES]
+    if held:
+        verb = "cities are" if len(held) > 1 else "city is"
+        raise ConfigError(f"{', '.join(held)}: hold-out {verb} never evaluated")
+    have = labelled_cities(root)
+    if not have:
+        raise InputFileError(f"{root / 'train_labels'} holds no labelled city (<city>/cm/<city>-cm.tif)")
+    unknown = [c for c in wanted if c not in have]
+    if unknown:
+        noun = "cities" if len(unknown) > 1 else "city"
+        raise ConfigError(f"unknown or unlabelled {noun} {', '.join(unknown)}; {root} has: {', '.join(have)}")
+    return [c for c in have if c in wanted] if wanted else have
+
+
+def evaluate_baseline(
+    root: str | Path, cities: Sequence[str], progress: Progress = _quiet
+) -> tuple[ChainResult, dict[str, np.ndarray]]:
+    """Score the naive CVA + Otsu chain (``detect_pair_cva``, default settings) on each city.
+
+    Returns the result (seconds: detection only, reading excluded) and, per city, the extreme-CVA mask
+    (change with robust z ≥ ``STRONG_Z``) that the learned chain unites with its own change map.
+    """
+    from pipeline.config import DetectSettings
+    from pipeline.detect.pair import STRONG_Z, detect_pair_cva
+
+    scores: dict[str, Scores] = {}
+    seconds: dict[str, float] = {}
+    strong: dict[str, np.ndarray] = {}
+    for c in cities:
+        progress("baseline", c, False)
+        oc = read_city(root, c)
+        assert oc.label is not None  # pick_cities only lists labelled cities
+        t0 = time.perf_counter()
+        det = detect_pair_cva(oc.before, oc.after, DetectSettings())
+        seconds[c] = time.perf_counter() - t0
+        change = det["change"].values
+        scores[c] = Scores.from_masks(change, oc.label)
+        strong[c] = change & (det["score"].values >= STRONG_Z)
+        progress("baseline", c, True)
+    return ChainResult(BASELINE_METHOD, scores, seconds), strong
+
+
+def _decide(prob: np.ndarray, sigma: float, rule: dict[str, float] | None, threshold: float) -> np.ndarray:
+    """The shipped model's decision on a raw LOCO probability map (0 outside valid pixels): smooth by
+    ``sigma`` px, cut at the per-image adaptive threshold of ``rule`` (else the global ``threshold``)."""
+    from scipy import ndimage
+
+    from pipeline.detect.learned import adaptive_threshold
+
+    valid = prob > 0  # LOCO maps are 0 exactly where features are invalid (sigmoid output > 0 elsewhere)
+    smooth = ndimage.gaussian_filter(prob, sigma).astype(np.float32) if sigma > 0 else prob
+    thr = adaptive_threshold(smooth, valid, rule) if rule is not None else threshold
+    return (smooth >= thr) & valid
+
+
+def evaluate_learned(
+    root: str | Path, cities: Sequence[str], band_set: str = "s2-13", *, recipe: Recipe = Recipe(),
+    strong: Mapping[str, np.ndarray] | None = None, cva_seconds: Mapping[str, float] | None = None,
+    progress: Progress = _quiet,
+) -> ChainResult:
+    """Score the learned chain leave-one-city-out on ``cities`` (at least 2).
+
+    Each city is predicted by a model trained (``recipe``) on the other cities' sampled pixels; the smoothing
+    and decision rule are chosen on the pooled LOCO probabilities (as for the shipped model) and each
+    prediction is united with ``strong`` (the extreme-CVA masks of :func:`evaluate_baseline`; none: the
+    classifier alone). Seconds per city: training the fold, reading, features and prediction of the city,
+    plus its ``cva_seconds`` (the union's CVA detection). ``info`` holds the decision rule, the strict
+    scores, the classifier-only pooled F1 and the recipe.
+    """
+    from pipeline.detect.features import BAND_SETS
+    from pipeline.train import oscd as tr
+
+    if band_set not in BAND_SETS:
+        raise ConfigError(f"unknown band set {band_set!r}; known: {', '.join(BAND_SETS)}")
+    cities = list(cities)
+    if len(cities) < 2:
+        raise ConfigError("leave-one-city-out needs at least 2 cities")
+    rng = np.random.default_rng(recipe.seed)
+    data: dict[str, tr.CityData] = {}
+    for c in cities:  # the training recipe's sampling: same seed, same city order -> same rows
+        progress("sample", c, False)
+        data[c] = tr.load_city(Path(root), c, band_set, recipe.n_pos, recipe.n_neg, rng)[1]
+        progress("sample", c, True)
+
+    folds_done: list[str] = []
+
+    def log(_message: str) -> None:  # tr.loco calls this after each fold, in city order
+        folds_done.append(cities[len(folds_done)])
+        progress("loco", folds_done[-1], True)
+        if len(folds_done) < len(cities):
+            progress("loco", cities[len(folds_done)], False)
+
+    progress("loco", cities[0], False)
+    probs, secs = tr.loco(Path(root), cities, band_set, data, recipe.n_trees, recipe.threads, log=log)
+    labels = {c: data[c].label for c in cities}
+    sel = tr.select_threshold(probs, labels)
+    union = strong or {}
+    scores: dict[str, Scores] = {}
+    strict: dict[str, Scores] = {}
+    seconds: dict[str, float] = {}
+    for c in cities:
+        t0 = time.perf_counter()
+        extra = union.get(c, np.zeros_like(labels[c]))
+        pred = _decide(probs[c], sel["sigma"], sel["adaptive"], sel["threshold"]) | extra
+        seconds[c] = secs[c] + time.perf_counter() - t0 + float((cva_seconds or {}).get(c, 0.0))
+        scores[c] = Scores.from_masks(pred, labels[c])
+        rule = sel["strict"]["per_city"][c]["rule"]
+        strict_pred = _decide(probs[c], sel["sigma"], None if rule == "global" else rule, sel["threshold"])
+        strict[c] = Scores.from_masks(strict_pred | extra, labels[c])
+    info = {
+        "source": "loco",
+        "band_set": band_set,
+        "cva_union": strong is not None,
+        "decision_rule": {"smooth_sigma_px": sel["sigma"], "adaptive_threshold": sel["adaptive"],
+                          "threshold": sel["threshold"]},
+        "classifier_only": {"micro_f1": sel["micro_f1"], "macro_f1": sel["macro_f1"]},
+        "strict": {**{k: v for k, v in pool(strict).items() if k in ("micro_f1", "macro_f1")},
+                   "per_city": {c: strict[c].as_dict() for c in cities}},
+        "recipe": {"n_trees": recipe.n_trees, "n_pos": recipe.n_pos, "n_neg": recipe.n_neg,
+                   "seed": recipe.seed},
+    }
+    return ChainResult(LEARNED_METHOD, scores, seconds, info)
+
+
+def learned_from_report(report: str | Path, band_set: str, cities: Sequence[str]) -> ChainResult:
+    """The LOCO scores of ``band_set`` in a training report (``python -m pipeline.train.oscd --report``).
+
+    The report's scores are the classifier alone at the chosen rule (no CVA union); its seconds are the
+    fold times of the training run. Every city in ``cities`` must be in the report.
+    """
+    path = Path(report)
+    if not path.is_file():
+        raise InputFileError(
+            f"training report {path} not found; write one with python -m pipeline.train.oscd --report"
+        )
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        rep = doc["band_sets"][band_set]
+        loco, secs = rep["loco"], rep["loco_seconds_per_city"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(
+            f"{path} has no LOCO section for band set {band_set} ({type(err).__name__}: {err})"
+        ) from None
+    missing = [c for c in cities if c not in loco["per_city"]]
+    if missing:
+        raise ConfigError(f"{path} has no LOCO scores for {', '.join(missing)}")
+
+    def counts(d: Mapping[str, Any]) -> Scores:
+        return Scores(int(d["tp"]), int(d["fp"]), int(d["fn"]))
+
+    strict = {c: counts(loco["strict"]["per_city"][c]) for c in cities}
+    info = {
+        "source": f"report:{path}",
+        "band_set": band_set,
+        "cva_union": False,
+        "decision_rule": {"smooth_sigma_px": loco["sigma"], "adaptive_threshold": loco["adaptive"],
+                          "threshold": loco["threshold"]},
+        "strict": {**{k: v for k, v in pool(strict).items() if k in ("micro_f1", "macro_f1")},
+                   "per_city": {c: strict[c].as_dict() for c in cities}},
+    }
+    return ChainResult(LEARNED_METHOD, {c: counts(loco["per_city"][c]) for c in cities},
+                       {c: float(secs[c]) for c in cities}, info)
+
+
+def build_document(baseline: ChainResult, learned: ChainResult | None, band_set: str) -> dict[str, Any]:
+    """The metrics document: the best chain run at the top level (``micro_f1``, ``macro_f1``,
+    ``micro_precision``, ``micro_recall``, ``micro_iou``, ``method`` and ``per_city`` {city: precision,
+    recall, f1, iou, tp, fp, fn, seconds}), ``baseline`` (same keys for CVA + Otsu),
+    ``ratio_micro_f1_vs_baseline`` / ``ratio_macro_f1_vs_baseline`` (None when the baseline scores 0) and
+    ``learned`` (the learned chain's source, decision rule, strict scores; only when it ran)."""
+    base = baseline.summary()
+    top = learned.summary() if learned is not None else base
+    doc: dict[str, Any] = {
+        "micro_f1": top["micro_f1"],
+        "macro_f1": top["macro_f1"],
+        **{k: top[k] for k in ("micro_precision", "micro_recall", "micro_iou")},
+        "method": top["method"],
+        "band_set": band_set if learned is not None else None,
+        "cities": list(top["per_city"]),
+        "per_city": top["per_city"],
+        "baseline": base,
+        "ratio_micro_f1_vs_baseline": _ratio(top["micro_f1"], base["micro_f1"]),
+        "ratio_macro_f1_vs_baseline": _ratio(top["macro_f1"], base["macro_f1"]),
+    }
+    if learned is not None:
+        doc["learned"] = learned.info
+    return doc
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b > 0 else None
+
+
+def write_document(doc: Mapping[str, Any], path: str | Path) -> Path:
+    """Write the metrics document as indented JSON (UTF-8, atomically); returns ``path``."""
+    from pipeline._files import write_text_atomic
+
+    return write_text_atomic(path, json.dumps(doc, indent=1) + "\n")
+
+
+def write_plot(doc: Mapping[str, Any], path: str | Path) -> Path:
+    """A grouped bar chart (PNG) of the change-class F1 per city, micro and macro: baseline vs best chain."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cities = list(doc["per_city"])
+    names = [*cities, "micro", "macro"]
+    series = [("CVA + Otsu (baseline)", doc["baseline"])]
+    if doc["method"] != doc["baseline"]["method"]:
+        label = "learned, leave-one-city-out" + (f" ({doc['band_set']})" if doc.get("band_set") else "")
+        series.append((label, doc))
+    fig = Figure(figsize=(max(6.0, 0.7 * len(names) + 2), 4.0), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    width = 0.8 / len(series)
+    x = np.arange(len(names))
+    for i, (label, chain) in enumerate(series):
+        values = [chain["per_city"][c]["f1"] for c in cities] + [chain["micro_f1"], chain["macro_f1"]]
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=label)
+    ax.set_xticks(x, names, rotation=35, ha="right")
+    ax.set_ylabel("F1 of the change class")
+    ax.set_ylim(0, 1)
+    ax.set_title("OSCD labelled cities: pixel F1 per city")
+    ax.legend(loc="upper left", fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    from pipeline._files import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return Path(path)
