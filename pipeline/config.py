@@ -110,10 +110,17 @@ class TileSettings(_Section):
 
 
 class PreprocessSettings(_Section):
-    """SCL classes treated as not clear, and whether to remove the 2022 processing-baseline offset."""
+    """SCL classes treated as not clear, and whether to remove the 2022 processing-baseline offset.
+
+    ``normalise``: map every date linearly (per band) onto the series' median composite over likely-unchanged
+    pixels (:func:`pipeline.preprocess.radiometry.normalise_series`); for series mixing products or exports
+    (display-stretched true colour next to raw reflectance, L1C next to L2A). Off by default: a series of one
+    L2A product is already on one radiometric scale.
+    """
 
     invalid_scl: tuple[int, ...] = (0, 1, 3, 8, 9, 10, 11)
     harmonise: bool = True
+    normalise: bool = False
 
 
 class PairMethod(str, Enum):
@@ -147,10 +154,20 @@ class DetectSettings(_Section):
 
 
 class FlagSettings(_Section):
-    """Vectorising: drop blobs below ``min_area_m2`` square metres."""
+    """Vectorising: drop blobs below ``min_area_m2`` square metres.
+
+    ``join_gap_m``: changed pixels separated by gaps up to this many metres form one flag (a compound's roof
+    blocks around its courtyards); ``None`` = the default closing that bridges gaps of up to 2 pixels.
+    ``support_area_m2``: ``None`` = a flag's confidence is the mean confidence of its changed pixels; a
+    value makes it grow with the flag's changed area: the doubt ``1 - mean`` is multiplied by
+    ``sqrt(support_area_m2 / changed area)`` (at most 1), as the uncertainty of a mean falls with the square
+    root of the number of pixels averaged. See :func:`pipeline.flag.flag_confidence`.
+    """
 
     min_area_m2: float = Field(5000.0, ge=0)
     simplify_m: float = Field(0.0, ge=0)
+    join_gap_m: float | None = Field(None, gt=0, le=500)
+    support_area_m2: float | None = Field(None, gt=0)
 
 
 class EvaluateSettings(_Section):

@@ -69,8 +69,8 @@ NO_CHANGE, CHANGE, NODATA = 0, 1, 255
 _DESC_RE = re.compile(r"^\s*b(0?8a|\d{1,2})(?![0-9a-z])", re.IGNORECASE)
 # a file stem ending in a band name: "..._B02", "...-b8a", "B11"
 _STEM_RE = re.compile(r"(?:^|[_\-.\s])(b(?:0?8a|\d{1,2}))$", re.IGNORECASE)
-# an 8-digit date YYYYMMDD not embedded in a longer number (e.g. "20170829T105019")
-_DATE_RE = re.compile(r"(?<!\d)((?:19|20)\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?!\d)")
+# a date YYYYMMDD, YYYY-MM-DD or YYYY_MM_DD not embedded in a longer number (e.g. "20170829T105019")
+_DATE_RE = re.compile(r"(?<!\d)((?:19|20)\d{2})[-_]?(0[1-9]|1[0-2])[-_]?(0[1-9]|[12]\d|3[01])(?!\d)")
 _DATE_TAGS = (
     "ACQUISITION_DATE",
     "DATATAKE_SENSING_START",
@@ -228,9 +228,10 @@ def _boa_add_offset(src: rasterio.DatasetReader, index: int, band: str) -> float
 
 
 def _scene_date(paths: Sequence[Path], root: Path) -> str | None:
-    """Acquisition date (ISO) from well-known tags, else from a YYYYMMDD in the file/folder names."""
+    """Acquisition date (ISO) from well-known tags (any case), else from a YYYYMMDD / YYYY-MM-DD in the
+    file/folder names."""
     with _open(paths[0]) as src:
-        tags = src.tags()
+        tags = {k.upper(): v for k, v in src.tags().items()}
     for key in _DATE_TAGS:
         if key in tags:
             m = re.match(r"(\d{4})-?(\d{2})-?(\d{2})", tags[key].strip())

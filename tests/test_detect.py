@@ -93,7 +93,7 @@ def test_too_short_series_is_a_clear_error():
         detect_series(refl, clear, DetectSettings(reference_months=12))
 
 
-def test_pair_detects_new_roofs_and_needs_core_bands():
+def test_pair_detects_new_roofs_and_needs_visible_bands():
     refl, _ = _series(n=2)
     before, after = refl.isel(time=0, drop=True), refl.isel(time=1, drop=True).copy()
     after[:, 4:12, 4:12] = ROOF[:, None, None]
@@ -103,8 +103,17 @@ def test_pair_detects_new_roofs_and_needs_core_bands():
     assert det["change"].values[4:12, 4:12].all()
     assert det["change"].values.sum() == 64
     assert not det["valid"].values[0, 0]
-    with pytest.raises(BandError, match="B08"):
-        detect_pair(before.sel(band=["B02", "B03", "B04"]), after.sel(band=["B02", "B03", "B04"]), DetectSettings())
+    # a true-colour pair (no model fits): normalised CVA, no vegetation gate; an AFTER with another display
+    # stretch (gain 1.8, offset 0.03) finds the same roofs
+    rgb = ["B02", "B03", "B04"]
+    stretched = after.sel(band=rgb) * 1.8 + 0.03
+    det_rgb = detect_pair(before.sel(band=rgb), stretched, DetectSettings())
+    assert det_rgb.attrs["method"] == "pair-cva-normalised"
+    assert all(0.45 <= g <= 0.65 for g in det_rgb.attrs["gains"])  # ~1/1.8 (noise-only scene: rough)
+    assert det_rgb["change"].values[4:12, 4:12].all()
+    assert det_rgb["change"].values.sum() == 64
+    with pytest.raises(BandError, match="B04"):
+        detect_pair(before.sel(band=["B02", "B03"]), after.sel(band=["B02", "B03"]), DetectSettings())
 
 
 def test_harmonise_removes_baseline_offset_and_nodata():

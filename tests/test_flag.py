@@ -226,3 +226,28 @@ def test_dask_backed_detection_gives_same_flags(planted):
     b = vectorise(chunked, site_id="s", settings=settings(min_area_m2=0))
     assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
     assert np.all(a.geometry.geom_equals(b.geometry))
+
+
+def test_join_gap_joins_blocks_across_a_courtyard_in_metres():
+    """Two 8×8 px roof blocks 3 px (30 m) apart: two flags by default (2-px closing), one at join_gap_m=40."""
+    det = make_detection(blocks=[Block((10, 18), (10, 18), 5), Block((10, 18), (21, 29), 5)])
+    assert len(vectorise(det, site_id="s", settings=settings())) == 2
+    joined = Settings(flag=FlagSettings(join_gap_m=40.0))
+    gdf = vectorise(det, site_id="s", settings=joined)
+    assert len(gdf) == 1
+    # the polygon covers both blocks and the courtyard bridged between them: 8 rows × 19 columns
+    assert gdf.iloc[0]["area_m2"] == pytest.approx(8 * 19 * RES * RES)
+    assert gdf.iloc[0]["confidence"] == pytest.approx(0.9, abs=1e-6)  # bridged pixels carry no evidence
+    # 30 m only bridges 2-px gaps at 10 m (radius 1): the blocks stay apart
+    assert len(vectorise(det, site_id="s", settings=Settings(flag=FlagSettings(join_gap_m=30.0)))) == 2
+
+
+def test_support_area_raises_confidence_of_large_flags_only():
+    """Doubt × sqrt(support / changed area): 1 - 0.4 × sqrt(5000 / 20000) = 0.8 (200 px block at 0.6)."""
+    det = make_detection(blocks=[Block((2, 22), (2, 12), 5, confidence=0.6),   # 200 px = 20000 m²
+                                 Block((40, 45), (40, 50), 5, confidence=0.7)])  # 50 px = 5000 m²
+    plain = vectorise(det, site_id="s", settings=settings())
+    assert plain["confidence"].tolist() == pytest.approx([0.7, 0.6])
+    supported = vectorise(det, site_id="s", settings=Settings(flag=FlagSettings(support_area_m2=5000.0)))
+    assert supported["area_m2"].tolist() == pytest.approx([20000.0, 5000.0])  # now ranked first
+    assert supported["confidence"].tolist() == pytest.approx([0.8, 0.7])

@@ -8,7 +8,8 @@ AFTER is reprojected onto BEFORE's finest grid (bilinear); the change raster is 
 flags are vectorised on a UTM grid: when BEFORE is in a geographic CRS (e.g. EPSG:4326 tiles), the
 detection is reprojected (nearest neighbour, GDAL's suggested square pixel size) to the UTM zone of its
 centre first, so ``area_m2`` is in square metres. Scene dates come from well-known TIFF tags or a
-``YYYYMMDD`` in the file/folder names; unknown dates give ``null`` ``appeared_after``/``appeared_before``.
+``YYYYMMDD`` / ``YYYY-MM-DD`` in the file/folder names; unknown dates give ``null``
+``appeared_after``/``appeared_before``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import geopandas as gpd
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import typer
@@ -26,13 +28,14 @@ from rich.markup import escape
 
 from pipeline.config import DEFAULT_PARAMS, FlagSettings, Settings, load_settings
 from pipeline.detect import detect_pair
+from pipeline.detect.pair import CVA_MIN_BANDS
 from pipeline.errors import CompoundwatchError, ConfigError
 from pipeline.flag import to_wgs84, vectorise
 from pipeline.grid import utm_epsg
 from pipeline.publish.geojson import write_geojson
 from pipeline.scenes import align, read_scene, write_change_raster
 
-__all__ = ["compare", "pair_detection", "COMPARE_SITE_ID"]
+__all__ = ["compare", "compare_scenes", "pair_detection", "COMPARE_SITE_ID"]
 
 #: ``site_id`` written to (and hashed into the ids of) the flags of ``compare``.
 COMPARE_SITE_ID = "compare"
@@ -47,7 +50,8 @@ _HELP = (
     "(.tif/.tiff/.jp2), each at its own 10/20/60 m resolution; coarser bands are bilinearly up-sampled to "
     "the finest one.\n\n"
     "Digital numbers are divided by 10000 (after adding BOA_ADD_OFFSET when the file carries it); "
-    "0 = no data. At least B02, B03, B04 and B08 are needed; B11/B12 are used when both scenes have them.\n\n"
+    "0 = no data. At least B02, B03, B04 are needed (a true-colour pair: radiometric normalisation + CVA); "
+    "with B08 the learned chain runs; B11/B12 are used when both scenes have them.\n\n"
     "AFTER is reprojected onto BEFORE's finest grid, so [cyan]--change-raster[/] (uint8 COG: 1 change, "
     "0 no change, 255 no data) lines up with BEFORE. Flags are written as RFC 7946 GeoJSON (WGS84), ranked "
     "by confidence.\n\n"
@@ -154,6 +158,25 @@ def _to_utm(det: xr.Dataset) -> xr.Dataset:
     return res.rio.write_crs(dst).rio.write_transform(ref.rio.transform())
 
 
+def compare_scenes(
+    scene_b: xr.DataArray, scene_a: xr.DataArray, settings: Settings
+) -> tuple[xr.Dataset, xr.DataArray, gpd.GeoDataFrame]:
+    """The chain of ``compoundwatch compare`` on two scenes read with :func:`pipeline.scenes.read_scene`.
+
+    AFTER is aligned onto BEFORE's grid, :func:`pipeline.detect.detect_pair` runs, and the detection is
+    vectorised on a UTM grid (reprojected first when BEFORE is geographic). Returns ``(pair, aligned,
+    flags)``: the :func:`~pipeline.detect.detect_pair` dataset on BEFORE's grid, AFTER on that grid, and the
+    flags in their UTM CRS, ranked by confidence (``site_id`` :data:`COMPARE_SITE_ID`).
+    """
+    aligned = align(scene_a, scene_b)
+    pair = detect_pair(scene_b, aligned, settings.detect)
+    det = pair_detection(pair, scene_b, aligned)
+    if det.rio.crs.is_geographic:
+        det = _to_utm(det)
+    flags = vectorise(det, site_id=COMPARE_SITE_ID, settings=settings)
+    return pair, aligned, flags
+
+
 _Before = Annotated[Path, typer.Argument(
     metavar="BEFORE", show_default=False,
     help="BEFORE scene: multiband GeoTIFF or folder of *_Bxx band files.")]
@@ -200,19 +223,14 @@ def compare(
     try:
         settings = _settings(params, min_area_m2)
         names = _split_bands(bands)
-        scene_b = read_scene(before, names)
-        scene_a = read_scene(after, names)
-        aligned = align(scene_a, scene_b)
-        pair = detect_pair(scene_b, aligned, settings.detect)
+        scene_b = read_scene(before, names, required=CVA_MIN_BANDS)
+        scene_a = read_scene(after, names, required=CVA_MIN_BANDS)
+        pair, _, flags = compare_scenes(scene_b, scene_a, settings)
         if change_raster is not None:
             write_change_raster(
                 pair["change"].rio.write_crs(scene_b.rio.crs).rio.write_transform(scene_b.rio.transform()),
                 pair["valid"], change_raster,
             )
-        det = pair_detection(pair, scene_b, aligned)
-        if det.rio.crs.is_geographic:
-            det = _to_utm(det)
-        flags = vectorise(det, site_id=COMPARE_SITE_ID, settings=settings)
         write_geojson(to_wgs84(flags), out)
     except (CompoundwatchError, OSError) as err:
         err_console.print(f"[bold red]error:[/] compare: {escape(_message(err))}", highlight=False)

@@ -10,7 +10,13 @@ changes, under-calls the interior of large uniform new roofs; on the OSCD cities
 CVA chain (:func:`detect_pair_cva`): change-vector magnitude of bands + built-up indices between BEFORE and
 AFTER, standardised by its robust spread over the scene (median and MAD), an automatic Otsu threshold
 floored at ``min_score``, and the same vegetation gate as the series detector (pixels that greened are not
-construction).
+construction). It needs only the visible bands (:data:`CVA_MIN_BANDS`): true-colour exports work; without
+B08 the vegetation gate is off, as in the series detector.
+
+Where no model fits the bands (e.g. a true-colour pair) :func:`detect_pair` runs the CVA chain after the
+learned chain's radiometric normalisation of AFTER onto BEFORE (likely-unchanged pixels, per band), so
+scenes of different products or display stretches compare like with like; ``pair_method: cva`` keeps the
+plain CVA chain (the benchmark baseline).
 """
 
 from __future__ import annotations
@@ -21,14 +27,16 @@ import xarray as xr
 from pipeline import config
 from pipeline.config import DetectSettings, PairMethod
 from pipeline.detect.cva import change_features, change_magnitude
-from pipeline.detect.indices import ndvi
+from pipeline.detect.indices import has_bands, ndvi
 from pipeline.detect.persistence import confidence_from_score
 from pipeline.detect.threshold import otsu_threshold
 from pipeline.errors import BandError, DetectionError
 
-__all__ = ["detect_pair", "detect_pair_cva", "MIN_BANDS", "STRONG_Z"]
+__all__ = ["detect_pair", "detect_pair_cva", "MIN_BANDS", "CVA_MIN_BANDS", "STRONG_Z"]
 
 MIN_BANDS = config.MIN_BANDS
+#: Bands the CVA chain needs (the visible ones); B08 adds the vegetation gate, B11 the built-up indices.
+CVA_MIN_BANDS = ("B02", "B03", "B04")
 STRONG_Z = 15.0  # robust z of the CVA magnitude above which a change is taken whatever the classifier says
 METHOD = "pair-cva"
 
@@ -58,7 +66,29 @@ def detect_pair(before: xr.DataArray, after: xr.DataArray, settings: DetectSetti
                 f"detect.pair_method is 'learned' but no shipped model fits bands {common}; "
                 f"models exist for {learned.available}; use pair_method 'auto' or 'cva'"
             )
+        return _detect_pair_cva_normalised(before, after, settings, common)
     return detect_pair_cva(before, after, settings)
+
+
+def _detect_pair_cva_normalised(
+    before: xr.DataArray, after: xr.DataArray, settings: DetectSettings, common: list[str]
+) -> xr.Dataset:
+    """The CVA chain on AFTER normalised radiometrically onto BEFORE (per band, likely-unchanged pixels)."""
+    from pipeline.preprocess.normalise import normalise_to
+
+    missing = [b for b in CVA_MIN_BANDS if b not in common]
+    if missing:  # let detect_pair_cva raise its error
+        return detect_pair_cva(before, after, settings)
+    b = before.sel(band=common)
+    a = after.sel(band=common).assign_coords(y=b["y"], x=b["x"])
+    norm, gains, offs = normalise_to(b.values, a.values)
+    det = detect_pair_cva(b, a.copy(data=norm), settings)
+    det.attrs.update(
+        method=f"{METHOD}-normalised",
+        gains=[round(float(g), 6) for g in gains],
+        offsets=[round(float(o), 6) for o in offs],
+    )
+    return det
 
 
 def detect_pair_cva(before: xr.DataArray, after: xr.DataArray, settings: DetectSettings) -> xr.Dataset:
@@ -68,7 +98,8 @@ def detect_pair_cva(before: xr.DataArray, after: xr.DataArray, settings: DetectS
     ----------
     before, after
         Reflectance (unitless, 0-1), dims ``(band, y, x)``, same ``y``/``x`` grid, NaN = no data. Bands are
-        matched by name; the common bands are used (at least B02, B03, B04, B08).
+        matched by name; the common bands are used (at least :data:`CVA_MIN_BANDS`: B02, B03, B04; with
+        B08 also the vegetation gate).
     settings
         :class:`~pipeline.config.DetectSettings` (``threshold``, ``min_score``, ``max_ndvi_gain``).
 
@@ -83,9 +114,9 @@ def detect_pair_cva(before: xr.DataArray, after: xr.DataArray, settings: DetectS
             f"BEFORE grid {before.shape[1:]} and AFTER grid {after.shape[1:]} differ; align AFTER first"
         )
     common = [b for b in map(str, before["band"].values) if b in set(map(str, after["band"].values))]
-    missing = [b for b in MIN_BANDS if b not in common]
+    missing = [b for b in CVA_MIN_BANDS if b not in common]
     if missing:
-        raise BandError(f"both scenes need bands {list(MIN_BANDS)}; missing in one of them: {missing}")
+        raise BandError(f"both scenes need bands {list(CVA_MIN_BANDS)}; missing in one of them: {missing}")
     before = before.sel(band=common)
     after = after.sel(band=common).assign_coords(y=before["y"], x=before["x"])
     valid = before.notnull().all("band") & after.notnull().all("band")
@@ -101,8 +132,11 @@ def detect_pair_cva(before: xr.DataArray, after: xr.DataArray, settings: DetectS
     thr = float(settings.threshold) if settings.threshold is not None else otsu_threshold(
         score.values[valid.values], floor=settings.min_score
     )
-    greened = (ndvi(after) - ndvi(before)) > settings.max_ndvi_gain
-    change = (score >= thr) & valid & ~greened.fillna(False)
+    if has_bands(before, "B04", "B08"):
+        greened = ((ndvi(after) - ndvi(before)) > settings.max_ndvi_gain).fillna(False)
+    else:  # a true-colour pair: no vegetation index, no gate
+        greened = xr.zeros_like(valid)
+    change = (score >= thr) & valid & ~greened
     conf = xr.apply_ufunc(confidence_from_score, score, thr, 1.0).where(change, 0).astype("float32")
     return xr.Dataset(
         {"change": change, "score": score, "valid": valid, "confidence": conf},
