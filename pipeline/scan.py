@@ -38,7 +38,7 @@ from pipeline.cluster import dask_client, dask_settings
 from pipeline.config import Settings, params_hash
 from pipeline.errors import InputFileError, InvalidAOIError
 from pipeline.grid import GridSpec
-from pipeline.seams import clip_to_core, merge_flags, tile_settings
+from pipeline.seams import clip_to_core, merge_flags
 from pipeline.tiling import TileSpec, tiles_for_aoi, tiles_for_grid
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
     "process_tile",
     "scan",
     "scan_pair_files",
-    "drop_small_inner_blobs",
 ]
 
 #: Where per-tile results are kept between runs (one sub-folder per AOI + parameters + tiling).
@@ -134,33 +133,8 @@ def process_tile(
     det = detect_series(scenes["reflectance"], scenes["clear"], settings.detect)
     if det.rio.crs is None:
         det = det.rio.write_crs(tile.epsg)
-    det["change"] = det["change"].copy(data=drop_small_inner_blobs(
-        np.asarray(det["change"].values), tile.grid.pixel_area, settings.flag.min_area_m2))
-    flags = vectorise(det, site_id=site_id, settings=tile_settings(settings))
+    flags = vectorise(det, site_id=site_id, settings=settings, tile=True)
     return clip_to_core(flags, tile)
-
-
-def drop_small_inner_blobs(change: np.ndarray, pixel_area: float, min_area_m2: float) -> np.ndarray:
-    """``change`` without blobs smaller than ``min_area_m2`` that lie wholly inside the grid.
-
-    Blobs are formed as :func:`pipeline.flag.vectorise` forms them (3×3 closing, 8-connected). A blob that
-    does not touch the grid edge is complete, so its area is final and a small one can be dropped before
-    vectorising (tiles are vectorised with ``min_area_m2 = 0``, and noise blobs would otherwise cost a
-    polygon each). Blobs on the edge may continue in the next tile and are kept for the seam merge.
-    """
-    from scipy import ndimage
-
-    from pipeline.flag import close_gaps  # the same closing as vectorise
-
-    if min_area_m2 <= 0 or not change.any():
-        return change
-    labels, n = ndimage.label(close_gaps(change), structure=np.ones((3, 3), bool))
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = sizes * pixel_area >= min_area_m2
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    keep[edge] = True
-    keep[0] = False
-    return change & keep[labels]
 
 
 def _run_key(sites: Sequence[tuple[str, BaseGeometry]], settings: Settings, extra: dict[str, Any]) -> str:
@@ -328,17 +302,19 @@ def _grid_of(path: str | Path) -> GridSpec:
 
 
 def _read_window(readers: _Readers, path: str, bounds: tuple[float, float, float, float],
-                 shape: tuple[int, int]) -> np.ndarray:
-    """Band 1 of ``path`` over ``bounds`` (metres) on a ``shape`` grid, as float32 reflectance (NaN = 0 DN).
+                 out: np.ndarray) -> np.ndarray:
+    """Band 1 of ``path`` over ``bounds`` (metres) into ``out`` (float32 DN on the window's grid, 0 = no data).
 
-    A coarser band whose window is whole source pixels is read at its own resolution and upsampled here
-    (bilinear, pixel edges aligned, edge pixels extended), so only the blocks under the window are decoded
-    and files and VRTs give the same values; other windows fall back to GDAL's bilinear resampling.
+    A band twice as coarse whose window is whole source pixels is read at its own resolution and enlarged
+    here (bilinear, pixel edges aligned, edge pixels extended; no-data spreads to every pixel it touches),
+    so only the blocks under the window are decoded and files and VRTs give the same values; other
+    windows fall back to GDAL's bilinear resampling.
     """
     import rasterio
     from rasterio.enums import Resampling
     from rasterio.windows import from_bounds
-    from scipy import ndimage
+
+    from pipeline.detect._kernels import upsample2_kernel
 
     src = readers.handles.get(path)
     if src is None:
@@ -346,23 +322,13 @@ def _read_window(readers: _Readers, path: str, bounds: tuple[float, float, float
     win = from_bounds(*bounds, transform=src.transform)
     h, w = win.height, win.width
     whole = all(abs(v - round(v)) < 1e-6 for v in (win.row_off, win.col_off, h, w))
-    fy, fx = shape[0] / h, shape[1] / w
+    fy, fx = out.shape[0] / h, out.shape[1] / w
     if whole and abs(fy - 1) < 1e-9 and abs(fx - 1) < 1e-9:
-        dn = src.read(1, window=win.round_offsets().round_lengths())
-    elif whole and abs(fy - round(fy)) < 1e-9 and abs(fx - round(fx)) < 1e-9:
-        raw = src.read(1, window=win.round_offsets().round_lengths())
-        up = ndimage.zoom(raw.astype(np.float32), (round(fy), round(fx)), order=1, mode="nearest",
-                          grid_mode=True)
-        if (raw == 0).any():
-            nodata = ndimage.zoom((raw == 0).astype(np.float32), (round(fy), round(fx)), order=1,
-                                  mode="nearest", grid_mode=True) > 0
-            up[nodata] = 0
-        dn = up
+        src.read(1, window=win.round_offsets().round_lengths(), out=out)
+    elif whole and abs(fy - 2) < 1e-9 and abs(fx - 2) < 1e-9:
+        upsample2_kernel(src.read(1, window=win.round_offsets().round_lengths()), out)
     else:
-        dn = src.read(1, window=win, out_shape=shape, resampling=Resampling.bilinear)
-    out = dn.astype(np.float32, copy=dn.dtype != np.float32)
-    out[dn == 0] = np.nan
-    out /= np.float32(_DN_SCALE)
+        src.read(1, window=win, out=out, resampling=Resampling.bilinear)
     return out
 
 
@@ -375,7 +341,7 @@ def scan_pair_files(
     scene_ids: tuple[str, str] = ("before", "after"),
     tile_px: int = 1024,
     threads: int = 2,
-    sample_every: int = 4,
+    sample_every: int = 8,
     sample_px: int = 512,
     max_sample_blocks: int = 32,
     site_id: str = "compare",
@@ -414,7 +380,7 @@ def scan_pair_files(
 
     from pipeline.detect.chunked import PairStats, detect_pair_block, pair_magnitude
     from pipeline.detect.pair import METHOD, MIN_BANDS
-    from pipeline.flag import vectorise
+    from pipeline.flag import empty_flags, vectorise
 
     bands = [b for b in before if b in after]
     missing = [b for b in MIN_BANDS if b not in bands]
@@ -425,11 +391,14 @@ def scan_pair_files(
     grid = grids[finest]
     readers = _Readers()
     det_settings = settings.detect
+    dn = {"scale": 1 / _DN_SCALE, "zero_is_nodata": True}  # blocks hold DN as read
 
     def load(g: GridSpec) -> tuple[np.ndarray, np.ndarray]:
-        bounds = g.bounds
-        bv = np.stack([_read_window(readers, str(before[b]), bounds, g.shape) for b in bands])
-        av = np.stack([_read_window(readers, str(after[b]), bounds, g.shape) for b in bands])
+        bv = np.empty((len(bands), *g.shape), np.float32)
+        av = np.empty_like(bv)
+        for i, b in enumerate(bands):
+            _read_window(readers, str(before[b]), g.bounds, bv[i])
+            _read_window(readers, str(after[b]), g.bounds, av[i])
         return bv, av
 
     # pass 1: global statistics from a regular subsample of blocks
@@ -442,7 +411,7 @@ def scan_pair_files(
 
     def sample(t: TileSpec) -> np.ndarray:
         bv, av = load(t.grid)
-        mag, valid, _ = pair_magnitude(bv, av, bands, det_settings.max_ndvi_gain)
+        mag, valid, _ = pair_magnitude(bv, av, bands, det_settings.max_ndvi_gain, **dn)
         return mag[valid]
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -450,30 +419,33 @@ def scan_pair_files(
 
     # pass 2: every block, detect + flag, clipped to its core
     times = np.array([np.datetime64(d, "ns") for d in dates], dtype="datetime64[ns]")
-    tset = tile_settings(settings)
     tiles = tiles_for_grid(grid, tile_px)
+    crs_coord = xr.Dataset().rio.write_crs(grid.epsg)["spatial_ref"]  # built once, shared by every block
 
     def block(t: TileSpec) -> gpd.GeoDataFrame:
         bv, av = load(t.grid)
-        out = detect_pair_block(bv, av, bands, stats, det_settings)
+        out = detect_pair_block(bv, av, bands, stats, det_settings, **dn)
         del bv, av
         y, x = t.grid.coords()
-        change = drop_small_inner_blobs(out["change"], t.grid.pixel_area, settings.flag.min_area_m2)
-        valid = out["valid"]
+        change, valid = out["change"], out["valid"]
+        if not change.any():
+            return clip_to_core(empty_flags(grid.epsg), t)
+        flag01 = change.astype(np.int16)
         det = xr.Dataset(
             {
                 "change": (("y", "x"), change),
                 "score": (("y", "x"), out["score"]),
                 "confidence": (("y", "x"), out["confidence"]),
-                "break_index": (("y", "x"), np.where(change, 1, -1).astype(np.int16)),
-                "after_index": (("y", "x"), np.where(change, 0, -1).astype(np.int16)),
+                "break_index": (("y", "x"), flag01 * 2 - 1),  # 1 where changed, else -1
+                "after_index": (("y", "x"), flag01 - 1),  # 0 where changed, else -1
                 "clear_fraction": (("y", "x"), valid.astype(np.float32)),
                 "clear": (("time", "y", "x"), np.broadcast_to(valid, (2, *valid.shape))),
             },
-            coords={"time": times, "scene_id": ("time", list(scene_ids)), "y": y, "x": x},
+            coords={"time": times, "scene_id": ("time", list(scene_ids)), "y": y, "x": x,
+                    "spatial_ref": crs_coord},
             attrs={"threshold": stats.threshold, "method": METHOD},
-        ).rio.write_crs(grid.epsg)
-        return clip_to_core(vectorise(det, site_id=site_id, settings=tset), t)
+        )
+        return clip_to_core(vectorise(det, site_id=site_id, settings=settings, tile=True), t)
 
     pieces = []
     with ThreadPoolExecutor(max_workers=threads) as pool:

@@ -20,7 +20,8 @@ on a seam comes out as several pieces, and in the overlap between tiles as dupli
    on a single grid), plus the area of seam holes filled in step 3. Flags below ``min_area_m2`` are
    dropped only after merging, so pieces smaller than the minimum still count.
 
-Per-tile flags should therefore be vectorised with ``flag.min_area_m2 = 0`` (see :func:`tile_settings`).
+Per-tile flags should therefore be vectorised with ``vectorise(..., tile=True)``: blobs touching the tile
+edge are kept whatever their area and their holes are left for step 3.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from pipeline.tiling import TileSpec, zone_strip
 __all__ = [
     "EQUAL_AREA_EPSG",
     "SCAN_COLUMNS",
-    "tile_settings",
     "clip_to_core",
     "merge_flags",
     "fill_small_holes",
@@ -78,11 +78,6 @@ def _reproject(geom: BaseGeometry, src: int, dst: int, segment: float | None = N
         return np.column_stack([x, y])
 
     return shapely.transform(geom, fn)
-
-
-def tile_settings(settings: Settings) -> Settings:
-    """``settings`` with ``flag.min_area_m2 = 0``: vectorise tiles keeping every blob, filter after merging."""
-    return settings.model_copy(update={"flag": settings.flag.model_copy(update={"min_area_m2": 0.0})})
 
 
 def _polygonal(geom: BaseGeometry) -> BaseGeometry:

@@ -13,7 +13,7 @@ from shapely.geometry import box
 from pipeline.config import Settings
 from pipeline.flag import vectorise
 from pipeline.grid import GridSpec, to_crs
-from pipeline.seams import EQUAL_AREA_EPSG, SCAN_COLUMNS, clip_to_core, merge_flags, tile_settings
+from pipeline.seams import EQUAL_AREA_EPSG, SCAN_COLUMNS, clip_to_core, merge_flags
 from pipeline.tiling import TileSpec, tiles_for_aoi, tiles_for_grid
 
 SETTINGS = Settings()
@@ -41,7 +41,7 @@ def detection(change: np.ndarray, grid: GridSpec, confidence: float = 0.8) -> xr
 
 
 def tile_pieces(tile: TileSpec, change: np.ndarray, confidence: float = 0.8):
-    flags = vectorise(detection(change, tile.grid, confidence), site_id="t", settings=tile_settings(SETTINGS))
+    flags = vectorise(detection(change, tile.grid, confidence), site_id="t", settings=SETTINGS, tile=True)
     return clip_to_core(flags, tile)
 
 

@@ -10,8 +10,8 @@ with the area and blocks can run in parallel.
 With ``PairStats`` computed on all pixels, :func:`detect_pair_chunked` returns what the CVA chain returns
 (same features: bands + 0.25 × NDBI/BSI, same robust z score, Otsu on log score floored at ``min_score``,
 same vegetation gate and confidence; ``tests/test_chunked.py`` checks this). The per-pixel work is a lean
-numpy version of :func:`pipeline.detect.cva.change_features` + ``change_magnitude`` that accumulates the
-squared differences band by band instead of materialising feature stacks.
+compiled version (:mod:`pipeline.detect._kernels`) of :func:`pipeline.detect.cva.change_features` +
+``change_magnitude`` that does every pixel in one pass instead of materialising feature stacks.
 
 Pure: arrays in, arrays out; never opens files.
 """
@@ -69,61 +69,55 @@ def _band_index(bands: Sequence[str]) -> dict[str, int]:
     return {b: i for i, b in enumerate(names)}
 
 
-def _nd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    s = a + b
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = (a - b) / np.where(s != 0, s, np.nan).astype(np.float32)
-    return out
+def _block(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    b = np.asarray(before, dtype=np.float32)
+    a = np.asarray(after, dtype=np.float32)
+    if a.shape != b.shape or a.ndim != 3:
+        raise DetectionError(f"BEFORE {b.shape} and AFTER {a.shape} must both be (band, y, x) of one shape")
+    return b, a
 
 
 def pair_magnitude(
-    before: np.ndarray, after: np.ndarray, bands: Sequence[str], max_ndvi_gain: float
+    before: np.ndarray, after: np.ndarray, bands: Sequence[str], max_ndvi_gain: float, *,
+    scale: float = 1.0, zero_is_nodata: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Change magnitude, validity and vegetation gate of one block.
 
-    ``before``/``after``: float32 reflectance ``(band, y, x)`` (0-1, NaN = no data), bands named by
-    ``bands`` (same order in both). Returns ``magnitude`` (float32, NaN where not valid or an index is
-    undefined), ``valid`` (bool: every band has data on both dates) and ``greened`` (bool: NDVI rose by
-    more than ``max_ndvi_gain``).
+    ``before``/``after``: float32 ``(band, y, x)``, reflectance (0-1) = value × ``scale`` (e.g. 1e-4 for
+    L2A DN), NaN = no data (and 0 when ``zero_is_nodata``), bands named by ``bands`` (same order in both).
+    Returns ``magnitude`` (float32 reflectance units, NaN where not valid or an index is undefined),
+    ``valid`` (bool: every band has data on both dates) and ``greened`` (bool: NDVI rose by more than
+    ``max_ndvi_gain``). One compiled pass over the block (:func:`pipeline.detect._kernels.pair_kernel`).
     """
+    return _run_kernel(before, after, bands, max_ndvi_gain, scale, zero_is_nodata, None)[:3]
+
+
+def _run_kernel(before: np.ndarray, after: np.ndarray, bands: Sequence[str], max_ndvi_gain: float, scale: float,
+                zero_is_nodata: bool, stats: PairStats | None) -> tuple[np.ndarray, ...]:
+    from pipeline.detect._kernels import pair_kernel
+
     idx = _band_index(bands)
-    b = np.asarray(before, dtype=np.float32)
-    a = np.asarray(after, dtype=np.float32)
-    valid = ~(np.isnan(b).any(axis=0) | np.isnan(a).any(axis=0))
-    sumsq = np.zeros(b.shape[1:], np.float32)
-    d = np.empty_like(sumsq)
-    for i in range(b.shape[0]):
-        np.subtract(a[i], b[i], out=d)
-        np.multiply(d, d, out=d)
-        sumsq += d
-    if all(n in idx for n in ("B02", "B04", "B08", "B11")):
-        b02, b04, b08, b11 = (idx[n] for n in ("B02", "B04", "B08", "B11"))
-        for fa, fb in (
-            (_nd(a[b11], a[b08]), _nd(b[b11], b[b08])),  # NDBI
-            (_nd(a[b11] + a[b04], a[b08] + a[b02]), _nd(b[b11] + b[b04], b[b08] + b[b02])),  # BSI
-        ):
-            np.subtract(fa * np.float32(INDEX_WEIGHT), fb * np.float32(INDEX_WEIGHT), out=d)
-            np.multiply(d, d, out=d)
-            sumsq += d
-    mag = np.sqrt(sumsq, out=sumsq)
-    mag[~valid] = np.nan
-    gain = _nd(a[idx["B08"]], a[idx["B04"]]) - _nd(b[idx["B08"]], b[idx["B04"]])
-    greened = gain > max_ndvi_gain  # NaN compares False, like detect_pair's fillna(False)
-    return mag, valid, greened
+    b, a = _block(before, after)
+    mag = np.empty(b.shape[1:], np.float32)
+    valid, greened, change = (np.zeros(b.shape[1:], bool) for _ in range(3))
+    i11 = idx["B11"] if all(k in idx for k in ("B02", "B04", "B08", "B11")) else -1
+    med, mad, thr = (0.0, 0.0, 0.0) if stats is None else (stats.median, stats.mad, stats.threshold)
+    pair_kernel(b, a, idx["B02"], idx["B04"], idx["B08"], i11, np.float32(INDEX_WEIGHT),
+                np.float32(max_ndvi_gain), np.float32(scale), bool(zero_is_nodata), np.float32(med),
+                np.float32(mad), np.float32(thr), mag, valid, greened, change)
+    return mag, valid, greened, change
 
 
 def detect_pair_block(
-    before: np.ndarray, after: np.ndarray, bands: Sequence[str], stats: PairStats, settings: DetectSettings
+    before: np.ndarray, after: np.ndarray, bands: Sequence[str], stats: PairStats, settings: DetectSettings,
+    *, scale: float = 1.0, zero_is_nodata: bool = False,
 ) -> dict[str, np.ndarray]:
     """``change`` (bool), ``score`` (float32 robust z), ``valid`` (bool), ``confidence`` (float32 0-1) of one
     block, with the global ``stats`` (see :func:`pair_magnitude` for the inputs)."""
-    mag, valid, greened = pair_magnitude(before, after, bands, settings.max_ndvi_gain)
-    score = mag
-    score -= np.float32(stats.median)
-    score /= np.float32(stats.mad)
-    np.maximum(score, 0, out=score)  # NaN stays NaN
-    np.nan_to_num(score, copy=False, nan=0.0)
-    change = (score >= stats.threshold) & valid & ~greened
+    if not stats.mad > 0:
+        raise DetectionError(f"PairStats.mad must be > 0, got {stats.mad}")
+    score, valid, _, change = _run_kernel(before, after, bands, settings.max_ndvi_gain, scale, zero_is_nodata,
+                                          stats)
     conf = np.zeros(score.shape, np.float32)
     if change.any():
         conf[change] = confidence_from_score(score[change], stats.threshold, 1.0)

@@ -1,0 +1,110 @@
+"""Compiled per-pixel kernels of the block-wise CVA chain (:mod:`pipeline.detect.chunked`).
+
+numba-compiled loops that do in one pass over a block what the xarray CVA chain does in many (feature
+stacks, differences, squares, sums, indices, gates), without temporaries. They release the GIL, so
+callers run several blocks in threads. The definitions are those of :mod:`pipeline.detect.cva`
+(``tests/test_chunked.py`` checks them against ``detect_pair_cva``). Compiled on first use and cached on
+disk (``cache=True``) next to this file.
+
+Pure: arrays in, arrays out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["pair_kernel", "upsample2_kernel"]
+
+
+_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}  # numpy error model: x/0 is inf/NaN, no checks
+
+
+@njit(**_JIT)
+def _nd(p: float, q: float) -> float:
+    s = p + q
+    r = (p - q) / s
+    return r if s != 0 else np.float32(np.nan)
+
+
+@njit(**_JIT)
+def pair_kernel(before, after, i02, i04, i08, i11, weight, gain, scale, zero_is_nodata, median, mad, threshold,
+                mag, valid, greened, change):
+    """Change magnitude (``mag``), validity and NDVI-gain gate of one block, written in place; with
+    ``mad > 0`` also the robust z score (``mag`` then holds ``max((magnitude − median) / mad, 0)``, 0 where
+    the magnitude is NaN) and ``change = score ≥ threshold & valid & ~greened``.
+
+    ``before``/``after``: ``(band, y, x)`` float32 values, reflectance = value × ``scale``; a NaN (or a 0
+    when ``zero_is_nodata``) is no data. ``i02 … i11``: band positions of B02, B04, B08, B11 (``i11 < 0``:
+    no NDBI/BSI terms). ``mag`` = sqrt(Σ (after − before)² + Σ (weight·index_after − weight·index_before)²)
+    over bands and NDBI/BSI (NaN where not valid or an index is undefined); ``greened`` = NDVI rose by more
+    than ``gain``. Loops run along rows (contiguous x) so the compiler vectorises them.
+    """
+    nb, ny, nx = before.shape
+    nan = np.float32(np.nan)
+    zero = np.float32(0.0)
+    for y in range(ny):
+        m = mag[y]
+        m[:] = 0
+        for k in range(nb):
+            brow = before[k, y]
+            arow = after[k, y]
+            for x in range(nx):
+                bv = brow[x]
+                av = arow[x]
+                d = np.float32((av - bv) * scale)
+                if zero_is_nodata and (bv == 0 or av == 0):
+                    d = nan
+                m[x] += d * d  # NaN (no data in some band) propagates
+        b02, b04, b08 = before[i02, y], before[i04, y], before[i08, y]
+        a02, a04, a08 = after[i02, y], after[i04, y], after[i08, y]
+        for x in range(nx):
+            s = m[x]
+            ok = not np.isnan(s)
+            if i11 >= 0:
+                b11 = before[i11, y, x]
+                a11 = after[i11, y, x]
+                d1 = np.float32(weight * _nd(a11, a08[x]) - weight * _nd(b11, b08[x]))
+                d2 = np.float32(weight * _nd(a11 + a04[x], a08[x] + a02[x])
+                                - weight * _nd(b11 + b04[x], b08[x] + b02[x]))
+                s = s + d1 * d1 + d2 * d2
+            mg = np.sqrt(s) if ok else nan
+            gr = ok and (_nd(a08[x], a04[x]) - _nd(b08[x], b04[x]) > gain)
+            valid[y, x] = ok
+            greened[y, x] = gr
+            if mad > 0:
+                z = np.float32((mg - median) / mad)
+                z = z if mg > median else zero  # NaN compares False
+                m[x] = z
+                change[y, x] = (z >= threshold) & ok & ~gr
+            else:
+                m[x] = mg
+
+
+@njit(**_JIT)
+def upsample2_kernel(raw, out):
+    """Bilinear ×2 enlargement of ``raw`` (2-D) into ``out`` (``2h × 2w``), pixel edges aligned, edge
+    pixels extended (``scipy.ndimage.zoom(raw, 2, order=1, mode="nearest", grid_mode=True)``); an output
+    pixel that any 0-valued (no-data) source pixel contributes to is 0. Separable: rows, then columns."""
+    h, w = raw.shape
+    near, far = np.float32(0.75), np.float32(0.25)
+    v = np.empty(w, np.float32)
+    z = np.empty(w, np.bool_)
+    for oy in range(2 * h):
+        y = oy // 2
+        y2 = min(max(y - 1 if oy % 2 == 0 else y + 1, 0), h - 1)
+        r0 = raw[y]
+        r1 = raw[y2]
+        for x in range(w):
+            a = np.float32(r0[x])
+            b = np.float32(r1[x])
+            v[x] = near * a + far * b
+            z[x] = (a == 0) | (b == 0)
+        o = out[oy]
+        for x in range(w):
+            xl = max(x - 1, 0)
+            xr = min(x + 1, w - 1)
+            left = near * v[x] + far * v[xl]
+            right = near * v[x] + far * v[xr]
+            o[2 * x] = np.float32(0) if z[x] | z[xl] else left
+            o[2 * x + 1] = np.float32(0) if z[x] | z[xr] else right
