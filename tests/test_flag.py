@@ -251,3 +251,19 @@ def test_support_area_raises_confidence_of_large_flags_only():
     supported = vectorise(det, site_id="s", settings=Settings(flag=FlagSettings(support_area_m2=5000.0)))
     assert supported["area_m2"].tolist() == pytest.approx([20000.0, 5000.0])  # now ranked first
     assert supported["confidence"].tolist() == pytest.approx([0.8, 0.7])
+
+
+def test_tile_mode_keeps_small_edge_blobs_drops_small_inner_ones_and_leaves_holes():
+    det = make_detection(
+        blocks=[
+            Block((0, 3), (20, 23), 6),  # 900 m2 on the top edge: may continue in the next tile
+            Block((30, 33), (30, 33), 6),  # 900 m2 inside: complete and too small
+            Block((10, 40), (5, 15), 6),  # 30x10 px = 30 000 m2 with a 3x3 px (900 m2) hole below
+        ]
+    )
+    det["change"][20:23, 9:12] = False
+    whole = vectorise(det, site_id="s", settings=settings())
+    tile = vectorise(det, site_id="s", settings=settings(), tile=True)
+    assert sorted(whole["area_m2"]) == pytest.approx([30_000.0])  # hole filled, both specks dropped
+    assert sorted(tile["area_m2"]) == pytest.approx([900.0, 29_100.0])  # edge speck kept, hole left
+    assert len(tile.geometry.iloc[tile["area_m2"].argmax()].interiors) == 1

@@ -1,0 +1,40 @@
+"""Compiled kernels of the block-wise detector and the fast binary closing, against scipy references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from pipeline.detect._kernels import upsample2_kernel
+from pipeline.flag import close_gaps
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (4, 3), (37, 23)])
+def test_upsample2_equals_ndimage_zoom(shape: tuple[int, int]) -> None:
+    raw = np.random.default_rng(3).integers(1, 10000, shape).astype(np.uint16)
+    out = np.empty((2 * shape[0], 2 * shape[1]), np.float32)
+    upsample2_kernel(raw, out)
+    ref = ndimage.zoom(raw.astype(np.float32), 2, order=1, mode="nearest", grid_mode=True)
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-3)
+
+
+def test_upsample2_spreads_nodata_to_every_pixel_it_touches() -> None:
+    raw = np.full((5, 5), 1000, np.uint16)
+    raw[2, 2] = 0  # one no-data source pixel
+    out = np.empty((10, 10), np.float32)
+    upsample2_kernel(raw, out)
+    zero = out == 0
+    # its own 2x2 output pixels and the ring of output pixels whose bilinear stencil reaches it: 4x4
+    assert zero.sum() == 16 and zero[3:7, 3:7].all()
+    assert np.allclose(out[~zero], 1000)
+
+
+def test_close_gaps_equals_ndimage_closing_with_padding() -> None:
+    rng = np.random.default_rng(0)
+    square = np.ones((3, 3), bool)
+    for shape, p in [((1, 1), 0.5), ((1, 7), 0.5), ((3, 3), 0.6), ((40, 57), 0.3), ((120, 90), 0.05)]:
+        for _ in range(10):
+            m = rng.random(shape) < p
+            ref = ndimage.binary_closing(np.pad(m, 1), structure=square)[1:-1, 1:-1] | m
+            np.testing.assert_array_equal(close_gaps(m), ref)
