@@ -18,12 +18,9 @@ from pyproj import Transformer
 from shapely.geometry import box
 
 from pipeline.casestudies import (
-    DABANCHENG_ROOT,
     ETM_TO_S2,
     TAIZHOU_ROOT,
     Facility,
-    dabancheng_pairs,
-    evaluate_dabancheng,
     evaluate_taizhou,
     match_points,
     partial_label_scores,
@@ -131,11 +128,11 @@ def test_landsat_loader_names_bands_as_sentinel2_gives_toa_reflectance(tmp_path:
 shared = pytest.mark.shared_data
 
 
-@pytest.fixture(scope="module")
-def dabancheng() -> dict:
-    if not DABANCHENG_ROOT.is_dir():
-        pytest.skip(f"shared Dabancheng scenes not found at {DABANCHENG_ROOT}")
-    return evaluate_dabancheng(DABANCHENG_ROOT, pairs=False)
+@pytest.fixture
+def dabancheng(dabancheng_result: dict) -> dict:
+    """``evaluate_dabancheng(DABANCHENG_ROOT, pairs=False)``, run once per session (conftest; the CLI tests
+    replay the same run)."""
+    return dabancheng_result
 
 
 @shared
@@ -155,10 +152,8 @@ def test_dabancheng_both_facilities_flagged_among_the_top5(dabancheng: dict) -> 
 
 
 @shared
-def test_dabancheng_pairs_through_the_compare_chain() -> None:
-    if not DABANCHENG_ROOT.is_dir():
-        pytest.skip(f"shared Dabancheng scenes not found at {DABANCHENG_ROOT}")
-    new, expansion = dabancheng_pairs(DABANCHENG_ROOT)
+def test_dabancheng_pairs_through_the_compare_chain(dabancheng_pairs_result: list) -> None:
+    new, expansion = dabancheng_pairs_result  # dabancheng_pairs(DABANCHENG_ROOT), once per session (conftest)
     assert new["method"] == expansion["method"] == "pair-cva-normalised"  # true colour: no model fits
     assert new["facilities"]["facility_1"]["flagged"]          # the new compound (a fragment over the point)
     assert expansion["expected_in_top"]                          # #1's extension and #2 in the top 5

@@ -1,7 +1,9 @@
-"""``compoundwatch evaluate`` (the pipeline stage, as before) and ``compoundwatch evaluate oscd``."""
+"""``compoundwatch evaluate`` (the pipeline stage, as before), ``evaluate oscd`` and the case studies
+``evaluate dabancheng`` / ``evaluate taizhou``."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -12,6 +14,7 @@ import rasterio
 from typer.testing import CliRunner
 
 from fake_oscd import CITIES, write_fake_oscd
+from pipeline.casestudies import DABANCHENG_ROOT, TAIZHOU_ROOT
 from pipeline.cli import app
 
 runner = CliRunner()
@@ -37,7 +40,8 @@ def _one_error_line(result: Any) -> str:
 
 def test_help_of_the_group_and_of_oscd() -> None:
     group = _plain(runner.invoke(app, ["evaluate", "--help"]).stdout)
-    for needle in ("--params", "metrics.json", "pr_curve.csv", "oscd", "evaluate oscd [PATH]"):
+    for needle in ("--params", "metrics.json", "pr_curve.csv", "oscd", "evaluate oscd [PATH]",
+                   "evaluate dabancheng [PATH]", "evaluate taizhou [PATH]"):
         assert needle in group, needle
     result = runner.invoke(app, ["evaluate", "oscd", "--help"])
     assert result.exit_code == 0
@@ -153,3 +157,135 @@ def test_dvc_stage_runs_this_command_frozen() -> None:
     assert stage["metrics"] == [{out: {"cache": False}}]
     assert stage["outs"] == [{plot: {"cache": False}}] and plot in doc["plots"]
     assert "pipeline/oscd_eval.py" in stage["deps"] and "pipeline/train" in stage["deps"]
+
+
+# -- the real-imagery case studies: evaluate dabancheng / taizhou ------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+shared = pytest.mark.shared_data
+
+
+def test_case_studies_help() -> None:
+    expected = {
+        "dabancheng": ("PATH", "../shared/data/xinjiang_dabancheng", "--out", "dabancheng_metrics.json",
+                       "--no-pairs", "top 5"),
+        "taizhou": ("PATH", "../shared/data/landsat_taizhou", "--out", "taizhou_metrics.json", "CVA + Otsu",
+                    "labelled pixels"),
+    }
+    for study, needles in expected.items():
+        result = runner.invoke(app, ["evaluate", study, "--help"])
+        assert result.exit_code == 0
+        text = _plain(result.stdout)
+        for needle in needles:
+            assert needle in text, (study, needle)
+
+
+@pytest.mark.parametrize("study", ["dabancheng", "taizhou"])
+def test_case_study_errors_are_one_line(study: str, tmp_path: Path) -> None:
+    out = tmp_path / "m.json"
+    absent = str(tmp_path / "absent")
+    line = _one_error_line(runner.invoke(app, ["evaluate", study, absent, "--out", str(out)]))
+    assert "absent is not a folder" in line and not out.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = _one_error_line(runner.invoke(app, ["evaluate", study, str(empty), "--out", str(out)]))
+    assert ("no scenes match" if study == "dabancheng" else "2000TM not found") in line and not out.exists()
+
+
+@pytest.fixture
+def replay_dabancheng(
+    dabancheng_result: dict, dabancheng_pairs_result: list, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[str, Path, dict[str, Any]]]:
+    """``evaluate dabancheng``'s two library calls answered by the session's runs of the same calls on the
+    shared data (conftest), so the suite runs the Dabancheng pipeline once; returns the calls made."""
+    from pipeline import casestudies as cs
+
+    calls: list[tuple[str, Path, dict[str, Any]]] = []
+
+    def evaluate(root: Path, **kw: Any) -> dict:
+        calls.append(("evaluate", Path(root).resolve(), kw))
+        return copy.deepcopy(dabancheng_result)
+
+    def pairs(root: Path, **kw: Any) -> list:
+        calls.append(("pairs", Path(root).resolve(), kw))
+        return copy.deepcopy(dabancheng_pairs_result)
+
+    monkeypatch.setattr(cs, "evaluate_dabancheng", evaluate)
+    monkeypatch.setattr(cs, "dabancheng_pairs", pairs)
+    return calls
+
+
+@shared
+def test_dabancheng_on_the_shared_data(replay_dabancheng: list, tmp_path: Path) -> None:
+    out = tmp_path / "d.json"
+    result = runner.invoke(app, ["evaluate", "dabancheng", str(DABANCHENG_ROOT), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    root = DABANCHENG_ROOT.resolve()
+    assert replay_dabancheng == [("evaluate", root, {"pairs": False}), ("pairs", root, {})]
+    doc = json.loads(out.read_text())
+    assert {"both_in_top5", "facilities", "n_flags", "top", "pairs"} <= set(doc)
+    assert doc["both_in_top5"] is True
+    f1, f2 = doc["facilities"]["facility_1"], doc["facilities"]["facility_2"]
+    assert f1["rank"] <= 5 and f2["rank"] <= 5 and doc["n_flags"] >= 2
+    assert [p["name"] for p in doc["pairs"]] == ["new compound", "expansion"]
+    text = _plain(result.stdout)
+    row = (f"│ AOI run │ #1 │ yes │ {f1['rank']} │ {f1['area_m2'] / 1e4:.1f} │ "
+           f"{f1['appeared_after']} │ {f1['confidence']:.3f} │")
+    assert row in text, text
+    assert f"{doc['n_flags']} flags" in text
+    assert "pair 2: compare 2018-10-11 → 2020-06-02 (expansion)" in text
+    assert "both facilities in the top 5: yes" in text and f"→ {out}" in text
+
+
+@shared
+def test_dabancheng_default_path_without_pairs(
+    replay_dabancheng: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)  # PATH defaults to ../shared/data/xinjiang_dabancheng, from the project root
+    out = tmp_path / "d.json"
+    result = runner.invoke(app, ["evaluate", "dabancheng", "--no-pairs", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert replay_dabancheng == [("evaluate", DABANCHENG_ROOT.resolve(), {"pairs": False})]
+    doc = json.loads(out.read_text())
+    assert "pairs" not in doc and doc["both_in_top5"] is True
+    assert "pair 1" not in _plain(result.stdout)
+
+
+@shared
+def test_taizhou_on_the_shared_data(tmp_path: Path) -> None:
+    if not TAIZHOU_ROOT.is_dir():
+        pytest.skip(f"shared Taizhou Landsat pair not found at {TAIZHOU_ROOT}")
+    out = tmp_path / "t.json"
+    result = runner.invoke(app, ["evaluate", "taizhou", str(TAIZHOU_ROOT), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    keys = {"f1", "precision", "recall", "iou"}
+    assert keys <= set(doc) and keys <= set(doc["baseline"])
+    assert doc["f1"] >= doc["baseline"]["f1"] and doc["f1"] >= 0.7  # measured 0.82 vs 0.15
+    assert doc["method"].startswith("pair-lgbm-s2-6") and doc["baseline"]["method"] == "pair-cva"
+    assert doc["n_labelled"] == doc["n_changed"] + doc["n_unchanged"] == 4227 + 17163
+    assert doc["ratio_f1_vs_baseline"] == pytest.approx(doc["f1"] / doc["baseline"]["f1"], abs=1e-3)
+    text = _plain(result.stdout)
+    for label, row in (("chain", doc), ("baseline", doc["baseline"])):
+        cells = " │ ".join(f"{row[k]:.3f}" for k in ("precision", "recall", "f1", "iou"))
+        assert f"│ {label} │ {cells} │" in text, text
+    assert f"F1 {doc['f1']:.3f} ({doc['method']}) vs {doc['baseline']['f1']:.3f} (baseline) → {out}" in text
+
+
+def test_dvc_stage_runs_the_case_studies_frozen() -> None:
+    """evaluate_cases in dvc.yaml: frozen (it needs ../shared/data), one command per study, each --out a DVC
+    metric kept in git (cache: false)."""
+    import shlex
+
+    import yaml
+
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["evaluate_cases"]
+    assert stage["frozen"] is True
+    argvs = [shlex.split(cmd) for cmd in stage["cmd"]]
+    assert [a[:3] for a in argvs] == [["compoundwatch", "evaluate", "dabancheng"],
+                                      ["compoundwatch", "evaluate", "taizhou"]]
+    outs = [a[a.index("--out") + 1] for a in argvs]
+    assert stage["metrics"] == [{o: {"cache": False}} for o in outs]
+    assert all((REPO / o).is_file() for o in outs)  # committed, as the frozen stage never reruns
+    deps = set(stage["deps"])
+    assert {"pipeline/casestudies.py", "pipeline/cli/evaluate.py", "configs/dabancheng.yaml"} <= deps

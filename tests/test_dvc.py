@@ -43,14 +43,18 @@ def _repro(project: Path) -> set[str]:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A copy of the project's pipeline (dvc.yaml, .dvc/config, pipeline/, the frozen stages' outputs)
-    with two small sites."""
+    """A copy of the project's pipeline (dvc.yaml, .dvc/config, pipeline/, the frozen stages' outputs and
+    deps) with two small sites."""
     root = tmp_path / "proj"
     root.mkdir()
     shutil.copy(REPO / "dvc.yaml", root)
     shutil.copy(REPO / ".dvcignore", root)
     shutil.copytree(REPO / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("oscd_metrics.json", "oscd_f1.png"):  # the frozen stage evaluate_oscd's outputs, in git
+    # the frozen stages' outputs, in git (evaluate_oscd, evaluate_cases), and their deps outside pipeline/,
+    # which DVC checks exist even for a frozen stage (evaluate_cases: the Dabancheng configuration)
+    for name in ("oscd_metrics.json", "oscd_f1.png", "dabancheng_metrics.json", "taizhou_metrics.json",
+                 "configs/dabancheng.yaml", "configs/dabancheng_sites.geojson"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, root / name)
     (root / "web").mkdir()
     for name in ("package.json", "package-lock.json"):
