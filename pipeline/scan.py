@@ -301,9 +301,17 @@ def _grid_of(path: str | Path) -> GridSpec:
         return GridSpec(epsg=epsg, transform=tuple(src.transform)[:6], shape=(src.height, src.width))
 
 
+def _dtype_of(path: str | Path) -> str:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return str(src.dtypes[0])
+
+
 def _read_window(readers: _Readers, path: str, bounds: tuple[float, float, float, float],
                  out: np.ndarray) -> np.ndarray:
-    """Band 1 of ``path`` over ``bounds`` (metres) into ``out`` (float32 DN on the window's grid, 0 = no data).
+    """Band 1 of ``path`` over ``bounds`` (metres) into ``out`` (DN on the window's grid, 0 = no data; uint16
+    or float32).
 
     A band twice as coarse whose window is whole source pixels is read at its own resolution and enlarged
     here (bilinear, pixel edges aligned, edge pixels extended; no-data spreads to every pixel it touches),
@@ -326,7 +334,8 @@ def _read_window(readers: _Readers, path: str, bounds: tuple[float, float, float
     if whole and abs(fy - 1) < 1e-9 and abs(fx - 1) < 1e-9:
         src.read(1, window=win.round_offsets().round_lengths(), out=out)
     elif whole and abs(fy - 2) < 1e-9 and abs(fx - 2) < 1e-9:
-        upsample2_kernel(src.read(1, window=win.round_offsets().round_lengths()), out)
+        rounding = 0.5 if np.issubdtype(out.dtype, np.integer) else 0.0
+        upsample2_kernel(src.read(1, window=win.round_offsets().round_lengths()), out, np.float32(rounding))
     else:
         src.read(1, window=win, out=out, resampling=Resampling.bilinear)
     return out
@@ -392,9 +401,10 @@ def scan_pair_files(
     readers = _Readers()
     det_settings = settings.detect
     dn = {"scale": 1 / _DN_SCALE, "zero_is_nodata": True}  # blocks hold DN as read
+    dtype = np.uint16 if all(_dtype_of(p) == "uint16" for p in (*before.values(), *after.values())) else np.float32
 
     def load(g: GridSpec) -> tuple[np.ndarray, np.ndarray]:
-        bv = np.empty((len(bands), *g.shape), np.float32)
+        bv = np.empty((len(bands), *g.shape), dtype)
         av = np.empty_like(bv)
         for i, b in enumerate(bands):
             _read_window(readers, str(before[b]), g.bounds, bv[i])

@@ -34,8 +34,8 @@ def pair_kernel(before, after, i02, i04, i08, i11, weight, gain, scale, zero_is_
     ``mad > 0`` also the robust z score (``mag`` then holds ``max((magnitude − median) / mad, 0)``, 0 where
     the magnitude is NaN) and ``change = score ≥ threshold & valid & ~greened``.
 
-    ``before``/``after``: ``(band, y, x)`` float32 values, reflectance = value × ``scale``; a NaN (or a 0
-    when ``zero_is_nodata``) is no data. ``i02 … i11``: band positions of B02, B04, B08, B11 (``i11 < 0``:
+    ``before``/``after``: ``(band, y, x)`` float32 or uint16 values (e.g. L2A DN as read), reflectance =
+    value × ``scale``; a NaN (or a 0 when ``zero_is_nodata``) is no data. ``i02 … i11``: band positions of B02, B04, B08, B11 (``i11 < 0``:
     no NDBI/BSI terms). ``mag`` = sqrt(Σ (after − before)² + Σ (weight·index_after − weight·index_before)²)
     over bands and NDBI/BSI (NaN where not valid or an index is undefined); ``greened`` = NDVI rose by more
     than ``gain``. Loops run along rows (contiguous x) so the compiler vectorises them.
@@ -50,9 +50,9 @@ def pair_kernel(before, after, i02, i04, i08, i11, weight, gain, scale, zero_is_
             brow = before[k, y]
             arow = after[k, y]
             for x in range(nx):
-                bv = brow[x]
-                av = arow[x]
-                d = np.float32((av - bv) * scale)
+                bv = np.float32(brow[x])
+                av = np.float32(arow[x])
+                d = (av - bv) * scale
                 if zero_is_nodata and (bv == 0 or av == 0):
                     d = nan
                 m[x] += d * d  # NaN (no data in some band) propagates
@@ -61,15 +61,16 @@ def pair_kernel(before, after, i02, i04, i08, i11, weight, gain, scale, zero_is_
         for x in range(nx):
             s = m[x]
             ok = not np.isnan(s)
+            vb02, vb04, vb08 = np.float32(b02[x]), np.float32(b04[x]), np.float32(b08[x])
+            va02, va04, va08 = np.float32(a02[x]), np.float32(a04[x]), np.float32(a08[x])
             if i11 >= 0:
-                b11 = before[i11, y, x]
-                a11 = after[i11, y, x]
-                d1 = np.float32(weight * _nd(a11, a08[x]) - weight * _nd(b11, b08[x]))
-                d2 = np.float32(weight * _nd(a11 + a04[x], a08[x] + a02[x])
-                                - weight * _nd(b11 + b04[x], b08[x] + b02[x]))
+                vb11 = np.float32(before[i11, y, x])
+                va11 = np.float32(after[i11, y, x])
+                d1 = np.float32(weight * _nd(va11, va08) - weight * _nd(vb11, vb08))
+                d2 = np.float32(weight * _nd(va11 + va04, va08 + va02) - weight * _nd(vb11 + vb04, vb08 + vb02))
                 s = s + d1 * d1 + d2 * d2
             mg = np.sqrt(s) if ok else nan
-            gr = ok and (_nd(a08[x], a04[x]) - _nd(b08[x], b04[x]) > gain)
+            gr = ok and (_nd(va08, va04) - _nd(vb08, vb04) > gain)
             valid[y, x] = ok
             greened[y, x] = gr
             if mad > 0:
@@ -82,10 +83,11 @@ def pair_kernel(before, after, i02, i04, i08, i11, weight, gain, scale, zero_is_
 
 
 @njit(**_JIT)
-def upsample2_kernel(raw, out):
+def upsample2_kernel(raw, out, rounding):
     """Bilinear ×2 enlargement of ``raw`` (2-D) into ``out`` (``2h × 2w``), pixel edges aligned, edge
     pixels extended (``scipy.ndimage.zoom(raw, 2, order=1, mode="nearest", grid_mode=True)``); an output
-    pixel that any 0-valued (no-data) source pixel contributes to is 0. Separable: rows, then columns."""
+    pixel that any 0-valued (no-data) source pixel contributes to is 0. Separable: rows, then columns.
+    ``rounding``: added before storing (0.5 rounds to nearest into an integer ``out``, 0 for float)."""
     h, w = raw.shape
     near, far = np.float32(0.75), np.float32(0.25)
     v = np.empty(w, np.float32)
@@ -104,7 +106,7 @@ def upsample2_kernel(raw, out):
         for x in range(w):
             xl = max(x - 1, 0)
             xr = min(x + 1, w - 1)
-            left = near * v[x] + far * v[xl]
-            right = near * v[x] + far * v[xr]
+            left = near * v[x] + far * v[xl] + rounding
+            right = near * v[x] + far * v[xr] + rounding
             o[2 * x] = np.float32(0) if z[x] | z[xl] else left
             o[2 * x + 1] = np.float32(0) if z[x] | z[xr] else right

@@ -70,8 +70,9 @@ def _band_index(bands: Sequence[str]) -> dict[str, int]:
 
 
 def _block(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    b = np.asarray(before, dtype=np.float32)
-    a = np.asarray(after, dtype=np.float32)
+    b, a = np.asarray(before), np.asarray(after)
+    if not (b.dtype == a.dtype and b.dtype in (np.float32, np.uint16)):  # the kernel's native inputs
+        b, a = b.astype(np.float32), a.astype(np.float32)
     if a.shape != b.shape or a.ndim != 3:
         raise DetectionError(f"BEFORE {b.shape} and AFTER {a.shape} must both be (band, y, x) of one shape")
     return b, a
@@ -83,8 +84,8 @@ def pair_magnitude(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Change magnitude, validity and vegetation gate of one block.
 
-    ``before``/``after``: float32 ``(band, y, x)``, reflectance (0-1) = value × ``scale`` (e.g. 1e-4 for
-    L2A DN), NaN = no data (and 0 when ``zero_is_nodata``), bands named by ``bands`` (same order in both).
+    ``before``/``after``: ``(band, y, x)`` (float32 or uint16 used as they are, other types converted to
+    float32), reflectance (0-1) = value × ``scale`` (e.g. 1e-4 for L2A DN), NaN = no data (and 0 when ``zero_is_nodata``), bands named by ``bands`` (same order in both).
     Returns ``magnitude`` (float32 reflectance units, NaN where not valid or an index is undefined),
     ``valid`` (bool: every band has data on both dates) and ``greened`` (bool: NDVI rose by more than
     ``max_ndvi_gain``). One compiled pass over the block (:func:`pipeline.detect._kernels.pair_kernel`).
