@@ -352,7 +352,7 @@ def scan_pair_files(
     threads: int = 2,
     sample_every: int = 8,
     sample_px: int = 512,
-    max_sample_blocks: int = 32,
+    max_sample_blocks: int = 9,
     site_id: str = "compare",
     progress: Callable[[int, int], None] | None = None,
 ) -> gpd.GeoDataFrame:
@@ -375,8 +375,9 @@ def scan_pair_files(
         Blocks processed at the same time (GDAL decoding and numpy release the GIL).
     sample_every, sample_px
         First pass: every ``sample_every``-th block of ``sample_px`` pixels along rows and columns
-        (1/``sample_every``² of the scene, at most ``max_sample_blocks`` blocks spread evenly over it, so
-        this pass does not grow with the area) estimates the magnitude median/MAD and the Otsu threshold.
+        (1/``sample_every``² of the scene, at most ``max_sample_blocks`` blocks spread evenly over it: a
+        fixed budget, so this pass costs the same time and memory on a granule or a mosaic of four)
+        estimates the magnitude median/MAD and the Otsu threshold.
     progress
         Called with ``(done, total)`` after every block.
 
