@@ -301,13 +301,6 @@ def _grid_of(path: str | Path) -> GridSpec:
         return GridSpec(epsg=epsg, transform=tuple(src.transform)[:6], shape=(src.height, src.width))
 
 
-def _dtype_of(path: str | Path) -> str:
-    import rasterio
-
-    with rasterio.open(path) as src:
-        return str(src.dtypes[0])
-
-
 def _read_window(readers: _Readers, path: str, bounds: tuple[float, float, float, float],
                  out: np.ndarray) -> np.ndarray:
     """Band 1 of ``path`` over ``bounds`` (metres) into ``out`` (DN on the window's grid, 0 = no data; uint16
@@ -402,7 +395,7 @@ def scan_pair_files(
     readers = _Readers()
     det_settings = settings.detect
     dn = {"scale": 1 / _DN_SCALE, "zero_is_nodata": True}  # blocks hold DN as read
-    dtype = np.uint16 if all(_dtype_of(p) == "uint16" for p in (*before.values(), *after.values())) else np.float32
+    dtype = np.float32  # GDAL converts while decoding; the kernel is ~2x faster on float32 than on uint16
 
     def load(g: GridSpec) -> tuple[np.ndarray, np.ndarray]:
         bv = np.empty((len(bands), *g.shape), dtype)

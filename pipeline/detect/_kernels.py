@@ -53,8 +53,7 @@ def pair_kernel(before, after, i02, i04, i08, i11, weight, gain, scale, zero_is_
                 bv = np.float32(brow[x])
                 av = np.float32(arow[x])
                 d = (av - bv) * scale
-                if zero_is_nodata and (bv == 0 or av == 0):
-                    d = nan
+                d = nan if zero_is_nodata & ((bv == 0) | (av == 0)) else d  # branch-free: vectorises
                 m[x] += d * d  # NaN (no data in some band) propagates
         b02, b04, b08 = before[i02, y], before[i04, y], before[i08, y]
         a02, a04, a08 = after[i02, y], after[i04, y], after[i08, y]
