@@ -14,11 +14,15 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
+
+if TYPE_CHECKING:
+    import pytest
 
 SIZE = 72  # 10 m pixels per side (a multiple of 6, so the 20 m and 60 m grids tile it exactly)
 PX = 9e-5  # 10 m pixel size in degrees (as the real EPSG:4326 tiles, about 10 m)
@@ -115,3 +119,16 @@ def write_fake_oscd(root: Path, cities: tuple[FakeCity, ...] = CITIES, decoy: bo
         write_holdout_decoy(root)
     (root / "README.md").write_text("fake OSCD for tests\n")
     return root
+
+
+def spy_rasterio_open(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every path opened with ``rasterio.open`` (the list fills as the code under test reads)."""
+    opened: list[str] = []
+    real = rasterio.open
+
+    def spy(path: object, *args: object, **kw: object) -> object:
+        opened.append(str(path))
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(rasterio, "open", spy)
+    return opened

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import rasterio
+from fake_oscd import CITIES, spy_rasterio_open, write_fake_oscd
 from typer.testing import CliRunner
 
-from fake_oscd import CITIES, write_fake_oscd
 from pipeline.casestudies import DABANCHENG_ROOT, TAIZHOU_ROOT
 from pipeline.cli import app
 
@@ -127,14 +126,7 @@ def test_oscd_from_report(fake_root: Path, tmp_path: Path) -> None:
 def test_holdout_city_is_never_opened(
     fake_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    opened: list[str] = []
-    real = rasterio.open
-
-    def spy(path: Any, *args: Any, **kw: Any) -> Any:
-        opened.append(str(path))
-        return real(path, *args, **kw)
-
-    monkeypatch.setattr(rasterio, "open", spy)
+    opened = spy_rasterio_open(monkeypatch)
     result = runner.invoke(app, ["evaluate", "oscd", str(fake_root), "--method", "cva", "--out",
                                  str(tmp_path / "m.json")])
     assert result.exit_code == 0, result.output

@@ -8,9 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rasterio
+from fake_oscd import CITIES, SIZE, spy_rasterio_open, write_fake_oscd
 
-from fake_oscd import CITIES, SIZE, write_fake_oscd
 from pipeline import oscd_eval as ev
 from pipeline.errors import ConfigError, DetectionError, InputFileError
 
@@ -204,14 +203,7 @@ def test_learned_from_report(tmp_path: Path) -> None:
 
 
 def test_holdout_folder_is_never_read(fake_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    opened: list[str] = []
-    real = rasterio.open
-
-    def spy(path: Any, *args: Any, **kw: Any) -> Any:
-        opened.append(str(path))
-        return real(path, *args, **kw)
-
-    monkeypatch.setattr(rasterio, "open", spy)
+    opened = spy_rasterio_open(monkeypatch)
     base, _ = ev.evaluate_baseline(fake_root, ev.pick_cities(fake_root))
     assert "beirut" not in base.scores
     assert len(opened) >= 3 * 27  # 26 band files and a label per city
