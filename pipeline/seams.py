@@ -105,6 +105,11 @@ def clip_to_core(flags: gpd.GeoDataFrame, tile: TileSpec) -> gpd.GeoDataFrame:
         return out
     if out.crs is None or out.crs.to_epsg() != tile.epsg:
         raise ValueError(f"flags must be in the tile's CRS EPSG:{tile.epsg}, got {out.crs}")
+    x0, y0, x1, y1 = out.total_bounds
+    left, bottom, right, top = tile.core
+    eps = 1e-6 * max(abs(left), abs(top), 1.0)
+    if x0 >= left - eps and y0 >= bottom - eps and x1 <= right + eps and y1 <= top + eps:
+        return out  # all inside the core (a tile without overlap): nothing to clip
     clipped = [_polygonal(g) for g in shapely.clip_by_rect(out.geometry.values, *tile.core)]
     out = out.set_geometry(gpd.GeoSeries(clipped, index=out.index, crs=out.crs))
     out = out[~out.geometry.is_empty & (out.geometry.area > 0)].copy()
