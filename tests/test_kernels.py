@@ -56,3 +56,15 @@ def test_pair_magnitude_on_uint16_dn_equals_float_reflectance() -> None:
     assert not valid_u[3, 4] and valid_u.sum() == 20 * 30 - 1
     np.testing.assert_array_equal(green_u, green_f)
     np.testing.assert_allclose(mag_u, mag_f, rtol=1e-5, atol=1e-6)
+
+
+def test_trim_heap_uses_glibc_malloc_trim_where_available() -> None:
+    import platform
+
+    from pipeline._memory import _malloc_trim, trim_heap
+
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert (_malloc_trim() is not None) == glibc
+    big = [np.ones(1 << 15) for _ in range(64)]  # 16 MiB of 256 KiB arrays, freed before the trim
+    del big
+    assert isinstance(trim_heap(), bool)
