@@ -303,8 +303,7 @@ def _grid_of(path: str | Path) -> GridSpec:
 
 def _read_window(readers: _Readers, path: str, bounds: tuple[float, float, float, float],
                  out: np.ndarray) -> np.ndarray:
-    """Band 1 of ``path`` over ``bounds`` (metres) into ``out`` (DN on the window's grid, 0 = no data; uint16
-    or float32).
+    """Band 1 of ``path`` over ``bounds`` (metres) into ``out`` (float32 DN on the window's grid, 0 = no data).
 
     A band twice as coarse whose window is whole source pixels is read at its own resolution and enlarged
     here (bilinear, pixel edges aligned, edge pixels extended; no-data spreads to every pixel it touches),
@@ -327,8 +326,7 @@ def _read_window(readers: _Readers, path: str, bounds: tuple[float, float, float
     if whole and abs(fy - 1) < 1e-9 and abs(fx - 1) < 1e-9:
         src.read(1, window=win.round_offsets().round_lengths(), out=out)
     elif whole and abs(fy - 2) < 1e-9 and abs(fx - 2) < 1e-9:
-        rounding = 0.5 if np.issubdtype(out.dtype, np.integer) else 0.0
-        upsample2_kernel(src.read(1, window=win.round_offsets().round_lengths()), out, np.float32(rounding))
+        upsample2_kernel(src.read(1, window=win.round_offsets().round_lengths()), out)
     else:
         src.read(1, window=win, out=out, resampling=Resampling.bilinear)
     return out
@@ -400,10 +398,10 @@ def scan_pair_files(
     readers = _Readers()
     det_settings = settings.detect
     dn = {"scale": 1 / _DN_SCALE, "zero_is_nodata": True}  # blocks hold DN as read
-    dtype = np.float32  # GDAL converts while decoding; the kernel is ~2x faster on float32 than on uint16
 
     def load(g: GridSpec) -> tuple[np.ndarray, np.ndarray]:
-        bv = np.empty((len(bands), *g.shape), dtype)
+        # float32: GDAL converts while decoding, and the kernel is ~2x faster on it than on uint16
+        bv = np.empty((len(bands), *g.shape), np.float32)
         av = np.empty_like(bv)
         for i, b in enumerate(bands):
             _read_window(readers, str(before[b]), g.bounds, bv[i])

@@ -35,8 +35,8 @@ def pair_kernel(before, after, i02, i04, i08, i11, weight, gain, scale, zero_is_
     the magnitude is NaN) and ``change = score ≥ threshold & valid & ~greened``.
 
     ``before``/``after``: ``(band, y, x)`` float32 or uint16 values (e.g. L2A DN as read), reflectance =
-    value × ``scale``; a NaN (or a 0 when ``zero_is_nodata``) is no data. ``i02 … i11``: band positions of B02, B04, B08, B11 (``i11 < 0``:
-    no NDBI/BSI terms). ``mag`` = sqrt(Σ (after − before)² + Σ (weight·index_after − weight·index_before)²)
+    value × ``scale``; a NaN (or a 0 when ``zero_is_nodata``) is no data. ``i02 … i11``: band positions of
+    B02, B04, B08, B11 (``i11 < 0``: no NDBI/BSI terms). ``mag`` = sqrt(Σ (after − before)² + Σ (weight·index_after − weight·index_before)²)
     over bands and NDBI/BSI (NaN where not valid or an index is undefined); ``greened`` = NDVI rose by more
     than ``gain``. Loops run along rows (contiguous x) so the compiler vectorises them.
     """
@@ -82,11 +82,10 @@ def pair_kernel(before, after, i02, i04, i08, i11, weight, gain, scale, zero_is_
 
 
 @njit(**_JIT)
-def upsample2_kernel(raw, out, rounding):
-    """Bilinear ×2 enlargement of ``raw`` (2-D) into ``out`` (``2h × 2w``), pixel edges aligned, edge
+def upsample2_kernel(raw, out):
+    """Bilinear ×2 enlargement of ``raw`` (2-D) into ``out`` (float ``2h × 2w``), pixel edges aligned, edge
     pixels extended (``scipy.ndimage.zoom(raw, 2, order=1, mode="nearest", grid_mode=True)``); an output
-    pixel that any 0-valued (no-data) source pixel contributes to is 0. Separable: rows, then columns.
-    ``rounding``: added before storing (0.5 rounds to nearest into an integer ``out``, 0 for float)."""
+    pixel that any 0-valued (no-data) source pixel contributes to is 0. Separable: rows, then columns."""
     h, w = raw.shape
     near, far = np.float32(0.75), np.float32(0.25)
     v = np.empty(w, np.float32)
@@ -105,7 +104,7 @@ def upsample2_kernel(raw, out, rounding):
         for x in range(w):
             xl = max(x - 1, 0)
             xr = min(x + 1, w - 1)
-            left = near * v[x] + far * v[xl] + rounding
-            right = near * v[x] + far * v[xr] + rounding
+            left = near * v[x] + far * v[xl]
+            right = near * v[x] + far * v[xr]
             o[2 * x] = np.float32(0) if z[x] | z[xl] else left
             o[2 * x + 1] = np.float32(0) if z[x] | z[xr] else right

@@ -85,7 +85,8 @@ def pair_magnitude(
     """Change magnitude, validity and vegetation gate of one block.
 
     ``before``/``after``: ``(band, y, x)`` (float32 or uint16 used as they are, other types converted to
-    float32), reflectance (0-1) = value × ``scale`` (e.g. 1e-4 for L2A DN), NaN = no data (and 0 when ``zero_is_nodata``), bands named by ``bands`` (same order in both).
+    float32), reflectance (0-1) = value × ``scale`` (e.g. 1e-4 for L2A DN), NaN = no data (and 0 when
+    ``zero_is_nodata``), bands named by ``bands`` (same order in both).
     Returns ``magnitude`` (float32 reflectance units, NaN where not valid or an index is undefined),
     ``valid`` (bool: every band has data on both dates) and ``greened`` (bool: NDVI rose by more than
     ``max_ndvi_gain``). One compiled pass over the block (:func:`pipeline.detect._kernels.pair_kernel`).
