@@ -37,6 +37,7 @@ from pipeline.cli.compare import compare_scenes
 from pipeline.config import DetectSettings, Settings, load_settings
 from pipeline.detect.pair import detect_pair_cva
 from pipeline.errors import InputFileError
+from pipeline.oscd_eval import Scores
 from pipeline.scenes import align, read_scene
 
 __all__ = [
@@ -204,18 +205,15 @@ def partial_label_scores(
     fp = int((pred & unchanged).sum())
     tn = int((~pred & unchanged).sum())
     n = tp + fn + fp + tn
-
-    def ratio(a: float, b: float) -> float:
-        return round(a / b, 4) if b else 0.0
-
+    s = Scores(tp, fp, fn)
     oa = (tp + tn) / n if n else 0.0
     expected = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / (n * n) if n else 0.0
     kappa = (oa - expected) / (1 - expected) if n and expected < 1 else 0.0
     return {
         "tp": tp, "fp": fp, "fn": fn, "tn": tn, "n_labelled": n,
         "n_invalid": int(((changed | unchanged) & ~ok).sum()),
-        "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn), "f1": ratio(2 * tp, 2 * tp + fp + fn),
-        "iou": ratio(tp, tp + fp + fn), "overall_accuracy": round(oa, 4), "kappa": round(kappa, 4),
+        **{k: round(getattr(s, k), 4) for k in ("precision", "recall", "f1", "iou")},
+        "overall_accuracy": round(oa, 4), "kappa": round(kappa, 4),
     }
 
 

@@ -43,6 +43,7 @@ from scipy import ndimage
 from pipeline.detect.features import BAND_SETS, build_features
 from pipeline.detect.learned import prepare_pair
 from pipeline.oscd import HOLDOUT_CITIES, labelled_cities, read_city
+from pipeline.oscd_eval import Scores
 
 __all__ = [
     "LGB_PARAMS", "CityData", "load_city", "sample_rows", "train_booster", "loco", "select_threshold",
@@ -236,14 +237,8 @@ def select_threshold(
 
 
 def _scores(c: np.ndarray) -> dict[str, float]:
-    tp, fp, fn = (int(v) for v in c)
-    return {
-        "f1": 2 * tp / max(2 * tp + fp + fn, 1),
-        "precision": tp / max(tp + fp, 1),
-        "recall": tp / max(tp + fn, 1),
-        "iou": tp / max(tp + fp + fn, 1),
-        "tp": tp, "fp": fp, "fn": fn,
-    }
+    """Scores of one ``(tp, fp, fn)`` count row (:class:`pipeline.oscd_eval.Scores`)."""
+    return Scores(*(int(v) for v in c)).as_dict()
 
 
 def loco(
