@@ -71,6 +71,8 @@ def floor(root: Path, threads: int = 2) -> dict:
 
 def ours(root: Path, out: Path, vrt: Path | None = None, threads: int = 2, tile_px: int = 1024) -> dict:
     """The pipeline: files → block-wise two-date detection → flags merged across seams → GeoJSON."""
+    import pipeline.detect._kernels  # noqa: F401  imports are not part of the timing (see the module doc):
+    import pipeline.flag  # noqa: F401  scan_pair_files imports these lazily
     from pipeline.config import Settings
     from pipeline.publish.geojson import write_geojson
     from pipeline.scan import scan_pair_files

@@ -37,6 +37,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -59,6 +61,9 @@ __all__ = [
     "MAX_SCENES",
     "CLEAR_SCENE_FRACTION",
     "vectorise",
+    "FlagLayers",
+    "flag_rows",
+    "flags_frame",
     "empty_flags",
     "flag_id",
     "grid_transform",
@@ -255,25 +260,135 @@ def _scene_lists(
     return ",".join(scene_ids[i] for i in pre), ",".join(scene_ids[i] for i in post)
 
 
-def _polygons_by_label(labels: np.ndarray, transform: Affine,
-                       slices: Sequence[tuple[slice, slice] | None]) -> dict[int, BaseGeometry]:
-    """Trace every non-zero label into one (Multi)Polygon (pixel edges, CRS of ``transform``).
+def _trace(blob: np.ndarray, transform: Affine) -> BaseGeometry:
+    """One blob (bool array, its bounding box) traced along pixel edges into a valid (Multi)Polygon."""
+    geoms = [shp_shape(g) for g, _ in shapes(blob.view(np.uint8), mask=blob, connectivity=4, transform=transform)]
+    g = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
+    return g if g.is_valid else shapely.make_valid(g)
 
-    ``slices``: ``ndimage.find_objects(labels)``; each label is traced inside its own bounding box only, so
-    the cost follows the blobs, not the grid.
+
+@dataclass(frozen=True)
+class FlagLayers:
+    """The per-pixel layers the flagger reads, all on one ``(y, x)`` grid (what :func:`flag_rows` needs).
+
+    ``change`` bool; ``score`` (robust z) and ``confidence`` (0-1) float; ``break_index`` / ``after_index``
+    int (index into ``dates``, -1 = none; read only where ``change``); ``clear_fraction`` float 0-1;
+    ``clear`` ``(time, y, x)`` bool, numpy or dask (sliced per blob). Read-only broadcast views are fine
+    for layers that are constant (a two-date pair). ``dates`` ISO dates and ``scene_ids`` one per time
+    step; ``method`` the detector's name.
     """
-    out: dict[int, BaseGeometry] = {}
-    for k, sl in enumerate(slices, start=1):
-        if sl is None:
+
+    change: np.ndarray
+    score: np.ndarray
+    confidence: np.ndarray
+    break_index: np.ndarray
+    after_index: np.ndarray
+    clear_fraction: np.ndarray
+    clear: Any
+    dates: Sequence[str]
+    scene_ids: Sequence[str]
+    method: str
+
+
+def flag_rows(
+    layers: FlagLayers, transform: Affine, *, site_id: str, settings: Settings, tile: bool = False
+) -> list[dict[str, Any]]:
+    """The flags of one grid as plain rows (keys :data:`FLAG_COLUMNS`, geometry in the grid's CRS), unsorted.
+
+    The numpy core of :func:`vectorise` (see there for ``tile`` and the module docstring for the rules):
+    no xarray or GeoDataFrame per call, so a scan flagging thousands of blocks builds one frame at the end.
+    ``transform`` maps pixels to projected metres (UTM).
+    """
+    pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
+    fs = settings.flag
+    change = np.asarray(layers.change, dtype=bool)
+    if not change.any():
+        return []
+
+    # blobs: close 1-2 px gaps, fill small holes, 8-connected components, drop small ones
+    radius = join_radius(fs.join_gap_m, math.sqrt(pixel_area))
+    mask = close_gaps(change, radius)
+    if not tile:
+        mask = _fill_small_holes(mask, fs.min_area_m2 / pixel_area)
+    labels, n = ndimage.label(mask, structure=_SQUARE)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = sizes * pixel_area >= fs.min_area_m2
+    if tile:
+        keep[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+    keep[0] = False
+    if not keep.any():
+        return []
+
+    # native dtypes: only each blob's pixels are converted (float64 means, int64 modes)
+    score, conf = np.asarray(layers.score), np.asarray(layers.confidence)
+    brk, aft = np.asarray(layers.break_index), np.asarray(layers.after_index)
+    clear_fraction = np.asarray(layers.clear_fraction)
+    dates, scene_ids = list(layers.dates), list(layers.scene_ids)
+    phash = params_hash(settings)
+    rows = []
+    seen_ids: set[str] = set()
+    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None or not keep[k]:
             continue
-        sub = labels[sl]
-        t = transform @ Affine.translation(sl[1].start, sl[0].start)
-        geoms = [shp_shape(g) for g, _ in shapes(sub, mask=sub == k, connectivity=4, transform=t)]
-        g = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
-        if not g.is_valid:
-            g = shapely.make_valid(g)
-        out[k] = g
-    return out
+        blob = labels[sl] == k  # each blob is traced and summarised inside its own bounding box only
+        geom = _trace(blob, transform @ Affine.translation(sl[1].start, sl[0].start))
+        core = blob & change[sl]
+        b_mode = _mode(brk[sl][core])
+        if b_mode is None:
+            a_mode = _mode(aft[sl][core])
+        else:
+            a_mode = _mode(aft[sl][core & (brk[sl] == b_mode)])
+        appeared_before = dates[b_mode] if b_mode is not None else None
+        appeared_after = dates[a_mode] if a_mode is not None else None
+
+        clear_box = np.asarray(layers.clear[:, sl[0], sl[1]], dtype=bool)  # (time, h, w), bbox only
+        clear_frac_t = clear_box[:, blob].mean(axis=1)
+        before_last = a_mode if a_mode is not None else (b_mode - 1 if b_mode is not None else -1)
+        pre, post = _scene_lists(clear_frac_t, scene_ids, before_last, b_mode)
+
+        c = geom.centroid
+        fid = flag_id(site_id, c.x, c.y, appeared_before)
+        occurrence = 1
+        while fid in seen_ids:
+            occurrence += 1
+            fid = flag_id(site_id, c.x, c.y, appeared_before, occurrence)
+        seen_ids.add(fid)
+        if fs.simplify_m > 0:
+            simple = geom.simplify(fs.simplify_m, preserve_topology=True)
+            if not simple.is_valid:
+                simple = shapely.make_valid(simple)
+            if not simple.is_empty:
+                geom = simple
+        c_mean = flag_confidence(_nanmean(conf[sl][core]), float(core.sum()) * pixel_area, fs.support_area_m2)
+        rows.append(
+            {
+                "flag_id": fid,
+                "site_id": site_id,
+                "area_m2": round(float(geom.area), 2),
+                "appeared_after": appeared_after,
+                "appeared_before": appeared_before,
+                "confidence": round(float(np.clip(c_mean, 0.0, 1.0)), 6) if math.isfinite(c_mean) else 0.0,
+                "score": round(_nanmean(score[sl][core]), 6),
+                "method": layers.method,
+                "pre_scenes": pre,
+                "post_scenes": post,
+                "cloud_fraction": round(float(np.clip(1.0 - _nanmean(clear_fraction[sl][blob]), 0, 1)), 6),
+                "params_hash": phash,
+                "pipeline_version": pipeline.__version__,
+                "geometry": geom,
+            }
+        )
+    return rows
+
+
+def flags_frame(rows: Sequence[dict[str, Any]], crs: object, columns: Sequence[str] = FLAG_COLUMNS) -> gpd.GeoDataFrame:
+    """Rows of :func:`flag_rows` as a flag layer in ``crs``: ``columns``, sorted by confidence (descending)
+    then ``flag_id``, index 0..n-1; no rows give :func:`empty_flags`."""
+    if not rows:
+        return empty_flags(crs)
+    gdf = gpd.GeoDataFrame(list(rows), columns=list(columns), geometry="geometry", crs=crs)
+    gdf = gdf.sort_values(["confidence", "flag_id"], ascending=[False, True], kind="mergesort")
+    return gdf.reset_index(drop=True)
 
 
 def vectorise(detection: xr.Dataset, *, site_id: str, settings: Settings, tile: bool = False) -> gpd.GeoDataFrame:
@@ -323,102 +438,13 @@ def vectorise(detection: xr.Dataset, *, site_id: str, settings: Settings, tile: 
         raise DetectionError(f"detection grid EPSG:{epsg} is geographic; flags need a projected UTM grid")
     if detection["change"].dims != ("y", "x"):
         raise DetectionError(f"detection 'change' must have dims ('y', 'x'), got {detection['change'].dims}")
-
-    transform = grid_transform(detection)
-    pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
-    fs = settings.flag
-    change = np.asarray(detection["change"].values, dtype=bool)
-    if not change.any():
-        return empty_flags(epsg)
-
-    # blobs: close 1-2 px gaps, fill small holes, 8-connected components, drop small ones
-    radius = join_radius(fs.join_gap_m, math.sqrt(pixel_area))
-    mask = close_gaps(change, radius)
-    if not tile:
-        mask = _fill_small_holes(mask, fs.min_area_m2 / pixel_area)
-    labels, n = ndimage.label(mask, structure=_SQUARE)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = sizes * pixel_area >= fs.min_area_m2
-    if tile:
-        keep[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
-    keep[0] = False
-    if not keep[1:].any():
-        return empty_flags(epsg)
-    if not keep[1:].all():
-        labels = np.where(keep[labels], labels, 0).astype(np.int32)
-
-    # native dtypes: only each blob's pixels are converted (float64 means, int64 modes)
-    score = np.asarray(detection["score"].values)
-    conf = np.asarray(detection["confidence"].values)
-    brk = np.asarray(detection["break_index"].values)
-    aft = np.asarray(detection["after_index"].values)
-    clear_fraction = np.asarray(detection["clear_fraction"].values)
     dates = list(pd.DatetimeIndex(detection["time"].values).strftime("%Y-%m-%d"))
-    if "scene_id" in detection.coords:
-        scene_ids = [str(s) for s in detection["scene_id"].values]
-    else:
-        scene_ids = dates
-    clear_data = detection["clear"].transpose("time", "y", "x").data  # numpy or dask: sliced per blob
-    method = str(detection.attrs.get("method", settings.detect.method))
-    phash = params_hash(settings)
-
-    slices = ndimage.find_objects(labels)
-    polys = _polygons_by_label(labels, transform, slices)
-    rows = []
-    seen_ids: set[str] = set()
-    for k, sl in enumerate(slices, start=1):
-        if sl is None or k not in polys:
-            continue
-        blob = labels[sl] == k
-        core = blob & change[sl]
-        b_mode = _mode(brk[sl][core])
-        if b_mode is None:
-            a_mode = _mode(aft[sl][core])
-        else:
-            a_mode = _mode(aft[sl][core & (brk[sl] == b_mode)])
-        appeared_before = dates[b_mode] if b_mode is not None else None
-        appeared_after = dates[a_mode] if a_mode is not None else None
-
-        clear_box = np.asarray(clear_data[:, sl[0], sl[1]], dtype=bool)  # (time, h, w), bbox only
-        clear_frac_t = clear_box[:, blob].mean(axis=1)
-        before_last = a_mode if a_mode is not None else (b_mode - 1 if b_mode is not None else -1)
-        pre, post = _scene_lists(clear_frac_t, scene_ids, before_last, b_mode)
-
-        geom = polys[k]
-        c = geom.centroid
-        fid = flag_id(site_id, c.x, c.y, appeared_before)
-        occurrence = 1
-        while fid in seen_ids:
-            occurrence += 1
-            fid = flag_id(site_id, c.x, c.y, appeared_before, occurrence)
-        seen_ids.add(fid)
-        if fs.simplify_m > 0:
-            simple = geom.simplify(fs.simplify_m, preserve_topology=True)
-            if not simple.is_valid:
-                simple = shapely.make_valid(simple)
-            if not simple.is_empty:
-                geom = simple
-        c_mean = flag_confidence(_nanmean(conf[sl][core]), float(core.sum()) * pixel_area, fs.support_area_m2)
-        rows.append(
-            {
-                "flag_id": fid,
-                "site_id": site_id,
-                "area_m2": round(float(geom.area), 2),
-                "appeared_after": appeared_after,
-                "appeared_before": appeared_before,
-                "confidence": round(float(np.clip(c_mean, 0.0, 1.0)), 6) if math.isfinite(c_mean) else 0.0,
-                "score": round(_nanmean(score[sl][core]), 6),
-                "method": method,
-                "pre_scenes": pre,
-                "post_scenes": post,
-                "cloud_fraction": round(float(np.clip(1.0 - _nanmean(clear_fraction[sl][blob]), 0, 1)), 6),
-                "params_hash": phash,
-                "pipeline_version": pipeline.__version__,
-                "geometry": geom,
-            }
-        )
-    if not rows:
-        return empty_flags(epsg)
-    gdf = gpd.GeoDataFrame(rows, columns=list(FLAG_COLUMNS), geometry="geometry", crs=epsg)
-    gdf = gdf.sort_values(["confidence", "flag_id"], ascending=[False, True], kind="mergesort")
-    return gdf.reset_index(drop=True)
+    layers = FlagLayers(
+        *(np.asarray(detection[v].values) for v in _REQUIRED_2D),
+        clear=detection["clear"].transpose("time", "y", "x").data,  # numpy or dask: sliced per blob
+        dates=dates,
+        scene_ids=[str(s) for s in detection["scene_id"].values] if "scene_id" in detection.coords else dates,
+        method=str(detection.attrs.get("method", settings.detect.method)),
+    )
+    rows = flag_rows(layers, grid_transform(detection), site_id=site_id, settings=settings, tile=tile)
+    return flags_frame(rows, epsg)

@@ -47,6 +47,7 @@ __all__ = [
     "EQUAL_AREA_EPSG",
     "SCAN_COLUMNS",
     "clip_to_core",
+    "clip_rows_to_core",
     "merge_flags",
     "fill_small_holes",
 ]
@@ -92,6 +93,16 @@ def _polygonal(geom: BaseGeometry) -> BaseGeometry:
     return shapely.union_all(polys) if polys else Polygon()
 
 
+def _core_geoms(geoms: np.ndarray, tile: TileSpec) -> np.ndarray | None:
+    """``geoms`` (tile CRS) clipped to ``tile``'s core (polygonal parts, maybe empty); None = all inside."""
+    x0, y0, x1, y1 = shapely.total_bounds(geoms)
+    left, bottom, right, top = tile.core
+    eps = 1e-6 * max(abs(left), abs(top), 1.0)
+    if x0 >= left - eps and y0 >= bottom - eps and x1 <= right + eps and y1 <= top + eps:
+        return None  # all inside the core (a tile without overlap): nothing to clip
+    return np.array([_polygonal(g) for g in shapely.clip_by_rect(geoms, *tile.core)], dtype=object)
+
+
 def clip_to_core(flags: gpd.GeoDataFrame, tile: TileSpec) -> gpd.GeoDataFrame:
     """The part of each flag inside ``tile``'s core (flags in the tile's UTM CRS), with ``tile_id``/``epsg``.
 
@@ -105,16 +116,27 @@ def clip_to_core(flags: gpd.GeoDataFrame, tile: TileSpec) -> gpd.GeoDataFrame:
         return out
     if out.crs is None or out.crs.to_epsg() != tile.epsg:
         raise ValueError(f"flags must be in the tile's CRS EPSG:{tile.epsg}, got {out.crs}")
-    x0, y0, x1, y1 = out.total_bounds
-    left, bottom, right, top = tile.core
-    eps = 1e-6 * max(abs(left), abs(top), 1.0)
-    if x0 >= left - eps and y0 >= bottom - eps and x1 <= right + eps and y1 <= top + eps:
-        return out  # all inside the core (a tile without overlap): nothing to clip
-    clipped = [_polygonal(g) for g in shapely.clip_by_rect(out.geometry.values, *tile.core)]
+    clipped = _core_geoms(np.asarray(out.geometry.values, dtype=object), tile)
+    if clipped is None:
+        return out
     out = out.set_geometry(gpd.GeoSeries(clipped, index=out.index, crs=out.crs))
     out = out[~out.geometry.is_empty & (out.geometry.area > 0)].copy()
     out["area_m2"] = out.geometry.area.round(2)
     return out
+
+
+def clip_rows_to_core(rows: Sequence[dict], tile: TileSpec) -> list[dict]:
+    """:func:`clip_to_core` for plain rows of :func:`pipeline.flag.flag_rows` (geometry in the tile's CRS):
+    new dicts with ``tile_id`` and ``epsg`` added; rows wholly in the overlap are dropped."""
+    if not rows:
+        return []
+    extra = {"tile_id": tile.tile_id, "epsg": tile.epsg}
+    clipped = _core_geoms(np.array([r["geometry"] for r in rows], dtype=object), tile)
+    if clipped is None:
+        return [{**r, **extra} for r in rows]
+    areas = shapely.area(clipped)
+    return [{**r, **extra, "geometry": g, "area_m2": float(ar)}  # rounded as clip_to_core rounds
+            for r, g, a, ar in zip(rows, clipped, areas, np.round(areas, 2)) if not g.is_empty and a > 0]
 
 
 def fill_small_holes(geom: BaseGeometry, max_hole_area: float) -> tuple[BaseGeometry, float]:
