@@ -31,6 +31,10 @@ SIZE = 10980
 EPSG = 32644
 ORIGIN = (600000.0, 4900020.0)
 BLOCK = 512
+#: Spacing of the granule copies in the mosaic VRTs (10 m px): 10980 rounded up to whole 1024 px scan blocks
+#: (2 file blocks; 20 m: half), so every mosaic window covers whole blocks of one copy (as on the granule)
+#: and no stored block is decoded twice; the 284 px strips between copies hold no data.
+PITCH_10M = -(-SIZE // (2 * BLOCK)) * 2 * BLOCK
 VERSION = 5
 _CELL = 48  # field lattice (pixels of 10 m)
 
@@ -157,7 +161,8 @@ def generate(root: str | Path = "data/bench/s2", seed: int = 7, force: bool = Fa
 
 
 def make_mosaic_vrts(root: Path, out: Path, n: int = 2) -> dict[str, dict[str, Path]]:
-    """``n × n`` mosaics of the same granule as VRTs (an ``n²`` times larger area reading the same files).
+    """``n × n`` mosaics of the same granule as VRTs (an ``n²`` times larger area reading the same files),
+    copies :data:`PITCH_10M` apart.
 
     Returns ``{date: {band: vrt path}}``.
     """
@@ -168,17 +173,18 @@ def make_mosaic_vrts(root: Path, out: Path, n: int = 2) -> dict[str, dict[str, P
         result[date] = {}
         for b, src in band_paths(root, date).items():
             px = SIZE * 10 // res_of[b]
+            pitch = PITCH_10M * 10 // res_of[b]
             sources = "".join(
-                f'<ComplexSource><SourceFilename relativeToVRT="0">{src.resolve()}</SourceFilename>'
+                f'<SimpleSource><SourceFilename relativeToVRT="0">{src.resolve()}</SourceFilename>'
                 f"<SourceBand>1</SourceBand>"
                 f'<SrcRect xOff="0" yOff="0" xSize="{px}" ySize="{px}"/>'
-                f'<DstRect xOff="{j * px}" yOff="{i * px}" xSize="{px}" ySize="{px}"/><NODATA>0</NODATA>'
-                f"</ComplexSource>"
+                f'<DstRect xOff="{j * pitch}" yOff="{i * pitch}" xSize="{px}" ySize="{px}"/>'
+                f"</SimpleSource>"
                 for i in range(n) for j in range(n)
             )
             gt = f"{ORIGIN[0]}, {res_of[b]}, 0, {ORIGIN[1]}, 0, {-res_of[b]}"
             xml = (
-                f'<VRTDataset rasterXSize="{px * n}" rasterYSize="{px * n}">'
+                f'<VRTDataset rasterXSize="{pitch * (n - 1) + px}" rasterYSize="{pitch * (n - 1) + px}">'
                 f"<SRS>EPSG:{EPSG}</SRS><GeoTransform>{gt}</GeoTransform>"
                 f'<VRTRasterBand dataType="UInt16" band="1" blockXSize="{BLOCK}" blockYSize="{BLOCK}">'
                 f"<NoDataValue>0</NoDataValue>{sources}</VRTRasterBand></VRTDataset>"
