@@ -262,7 +262,8 @@ def _scene_lists(
 
 def _trace(blob: np.ndarray, transform: Affine) -> BaseGeometry:
     """One blob (bool array, its bounding box) traced along pixel edges into a valid (Multi)Polygon."""
-    geoms = [shp_shape(g) for g, _ in shapes(blob.view(np.uint8), mask=blob, connectivity=4, transform=transform)]
+    # no mask array: the 1-valued regions are the blob (a mask costs GDAL a second in-memory raster)
+    geoms = [shp_shape(g) for g, v in shapes(blob.view(np.uint8), connectivity=4, transform=transform) if v == 1]
     g = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
     return g if g.is_valid else shapely.make_valid(g)
 
