@@ -10,8 +10,8 @@ of two runs (the naive reference and the 4x area run once):
 3. **ours**: :func:`pipeline.scan.scan_pair_files`: block-aligned windowed reads (1024 px), the two-date
    detector of ``compoundwatch compare`` (``detect_pair``'s CVA + robust z + Otsu + vegetation gate; the
    demo's ``detect_series`` needs ≥ 5 dates and cannot run on a pair) block by block with its global
-   median/MAD/Otsu estimated on 1/16 of the scene, ``vectorise`` per block, flags merged across block
-   seams, GeoJSON written. 2 threads.
+   median/MAD/Otsu estimated on 1/16 of the scene, ``flag_rows`` (``vectorise``'s numpy core) per block,
+   flags merged across block seams, GeoJSON written. 2 threads.
 4. **naive**: both dates loaded fully into numpy in one process, the same detector with its statistics on
    every pixel (exactly ``detect_pair``), ``vectorise`` on the whole grid, GeoJSON written.
 5. **4× area**: step 3 on a 2 × 2 mosaic (VRT, copies on whole blocks) of the granule: peak RSS growth
