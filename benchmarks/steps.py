@@ -3,8 +3,8 @@
 Each step runs in its own process so its peak RSS (``ru_maxrss``: everything the process held at its
 worst moment, Python and libraries included) is its own. ``seconds`` is the wall time of the work only
 (imports and the one-off load of the compiled kernels from numba's cache excluded, reported as
-``import_and_kernel_load_seconds``). GDAL's block cache is capped with ``GDAL_CACHEMAX`` (set by :mod:`benchmarks.run`)
-for every step alike.
+``import_and_kernel_load_seconds``). GDAL's block cache is capped with ``GDAL_CACHEMAX`` (set by
+:mod:`benchmarks.run`) for every step alike.
 """
 
 from __future__ import annotations

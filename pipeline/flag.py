@@ -263,7 +263,8 @@ def _scene_lists(
 def _trace(blob: np.ndarray, transform: Affine) -> BaseGeometry:
     """One blob (bool array, its bounding box) traced along pixel edges into a valid (Multi)Polygon."""
     # no mask array: the 1-valued regions are the blob (a mask costs GDAL a second in-memory raster)
-    geoms = [shp_shape(g) for g, v in shapes(blob.view(np.uint8), connectivity=4, transform=transform) if v == 1]
+    traced = shapes(blob.view(np.uint8), connectivity=4, transform=transform)
+    geoms = [shp_shape(g) for g, v in traced if v == 1]
     g = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
     return g if g.is_valid else shapely.make_valid(g)
 
@@ -382,7 +383,9 @@ def flag_rows(
     return rows
 
 
-def flags_frame(rows: Sequence[dict[str, Any]], crs: object, columns: Sequence[str] = FLAG_COLUMNS) -> gpd.GeoDataFrame:
+def flags_frame(
+    rows: Sequence[dict[str, Any]], crs: object, columns: Sequence[str] = FLAG_COLUMNS
+) -> gpd.GeoDataFrame:
     """Rows of :func:`flag_rows` as a flag layer in ``crs``: ``columns``, sorted by confidence (descending)
     then ``flag_id``, index 0..n-1; no rows give :func:`empty_flags`."""
     if not rows:

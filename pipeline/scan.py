@@ -409,7 +409,8 @@ def scan_pair_files(
     def load(g: GridSpec) -> tuple[np.ndarray, np.ndarray]:  # call inside a rasterio.Env (see block)
         # float32: GDAL converts while decoding, and the kernel is ~2x faster on it than on uint16.
         # One pair of buffers per thread, reused block after block: fresh 50 MB arrays per block cost
-        # page faults (kernel time) on every block; a block's inputs are dropped before its thread loads again.
+        # page faults (kernel time) on every block; a block's inputs are dropped before its thread
+        # loads again.
         shape = (len(bands), *g.shape)
         bufs = readers.buffers.get(shape)
         if bufs is None:
@@ -461,7 +462,8 @@ def scan_pair_files(
             clear_fraction=valid, clear=np.broadcast_to(valid, (2, *valid.shape)),
             dates=iso, scene_ids=scene_ids, method=METHOD,
         )
-        return clip_rows_to_core(flag_rows(layers, t.grid.affine, site_id=site_id, settings=settings, tile=True), t)
+        rows = flag_rows(layers, t.grid.affine, site_id=site_id, settings=settings, tile=True)
+        return clip_rows_to_core(rows, t)
 
     rows: list[dict] = []
     with ThreadPoolExecutor(max_workers=threads) as pool:
