@@ -462,8 +462,8 @@ def scan_pair_files(
             clear_fraction=valid, clear=np.broadcast_to(valid, (2, *valid.shape)),
             dates=iso, scene_ids=scene_ids, method=METHOD,
         )
-        rows = flag_rows(layers, t.grid.affine, site_id=site_id, settings=settings, tile=True)
-        return clip_rows_to_core(rows, t)
+        found = flag_rows(layers, t.grid.affine, site_id=site_id, settings=settings, tile=True)
+        return clip_rows_to_core(found, t)
 
     rows: list[dict] = []
     with ThreadPoolExecutor(max_workers=threads) as pool:
