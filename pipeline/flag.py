@@ -442,9 +442,12 @@ def vectorise(detection: xr.Dataset, *, site_id: str, settings: Settings, tile: 
         raise DetectionError(f"detection grid EPSG:{epsg} is geographic; flags need a projected UTM grid")
     if detection["change"].dims != ("y", "x"):
         raise DetectionError(f"detection 'change' must have dims ('y', 'x'), got {detection['change'].dims}")
+    change = np.asarray(detection["change"].values, dtype=bool)
+    if not change.any():  # nothing else is loaded (the layers may be dask-backed)
+        return empty_flags(epsg)
     dates = list(pd.DatetimeIndex(detection["time"].values).strftime("%Y-%m-%d"))
     layers = FlagLayers(
-        *(np.asarray(detection[v].values) for v in _REQUIRED_2D),
+        change, *(np.asarray(detection[v].values) for v in _REQUIRED_2D[1:]),
         clear=detection["clear"].transpose("time", "y", "x").data,  # numpy or dask: sliced per blob
         dates=dates,
         scene_ids=[str(s) for s in detection["scene_id"].values] if "scene_id" in detection.coords else dates,
