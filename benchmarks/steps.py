@@ -75,8 +75,7 @@ def _load_kernels() -> float:
     """Import the lazily imported modules and load the compiled kernels from numba's disk cache (once per
     process, like an import: not part of the timing of ``ours`` and ``naive``); returns the seconds taken."""
     t = time.perf_counter()
-    for module in ("pipeline.detect._kernels", "pipeline.flag"):
-        importlib.import_module(module)
+    importlib.import_module("pipeline.flag")  # scan_pair_files imports it lazily
     from pipeline.detect._kernels import upsample2_kernel
     from pipeline.detect.chunked import pair_magnitude
 

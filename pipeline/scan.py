@@ -452,9 +452,7 @@ def scan_pair_files(
         bv, av = load(t.grid)
         out = detect_pair_block(bv, av, bands, stats, det_settings, **dn)
         del bv, av
-        change, valid = out["change"], out["valid"]
-        if not change.any():
-            return []
+        change, valid = out["change"], out["valid"]  # flag_rows returns [] at once when nothing changed
         layers = FlagLayers(
             change, out["score"], out["confidence"],
             break_index=np.broadcast_to(np.int16(1), change.shape),  # a pair: every change broke at AFTER
