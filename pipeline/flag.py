@@ -53,6 +53,7 @@ from shapely.geometry import shape as shp_shape
 from shapely.geometry.base import BaseGeometry
 
 import pipeline
+from pipeline._blobs import label_blobs
 from pipeline.config import Settings, params_hash
 from pipeline.errors import DetectionError, InvalidAOIError
 
@@ -97,7 +98,6 @@ MAX_SCENES = 5
 CLEAR_SCENE_FRACTION = 0.5
 
 _REQUIRED_2D = ("change", "score", "confidence", "break_index", "after_index", "clear_fraction")
-_SQUARE = np.ones((3, 3), bool)
 _CROSS = ndimage.generate_binary_structure(2, 1)
 
 
@@ -312,14 +312,14 @@ def flag_rows(
     mask = close_gaps(change, radius)
     if not tile:
         mask = _fill_small_holes(mask, fs.min_area_m2 / pixel_area)
-    labels, n = ndimage.label(mask, structure=_SQUARE)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = sizes * pixel_area >= fs.min_area_m2
+    blobs = label_blobs(mask)  # labels, sizes, boxes, border contact in one compiled pass
+    keep = blobs.sizes * pixel_area >= fs.min_area_m2
     if tile:
-        keep[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+        keep |= blobs.edge
     keep[0] = False
     if not keep.any():
         return []
+    labels = blobs.labels
 
     # native dtypes: only each blob's pixels are converted (float64 means, int64 modes)
     score, conf = np.asarray(layers.score), np.asarray(layers.confidence)
@@ -329,9 +329,8 @@ def flag_rows(
     phash = params_hash(settings)
     rows = []
     seen_ids: set[str] = set()
-    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
-        if sl is None or not keep[k]:
-            continue
+    for k in np.flatnonzero(keep):
+        sl = blobs.slices(k)
         blob = labels[sl] == k  # each blob is traced and summarised inside its own bounding box only
         geom = _trace(blob, transform @ Affine.translation(sl[1].start, sl[0].start))
         core = blob & change[sl]

@@ -1,0 +1,47 @@
+"""The compiled blob labeller against scipy.ndimage (labels, sizes, boxes) and a hand-made mask."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from pipeline._blobs import label_blobs
+
+EIGHT = np.ones((3, 3), bool)
+
+
+def test_hand_made_mask():
+    m = np.zeros((6, 7), bool)
+    m[0, 0] = True  # blob 1: a corner pixel (touches the border)
+    m[2, 2:5] = True  # blob 2: a U joined at its bottom, 7 px
+    m[3, 2] = m[3, 4] = True
+    m[1, 2] = m[1, 4] = True
+    m[4, 5] = True  # joins blob 2 diagonally (8-connectivity)
+    m[5, 6] = True  # and so does this one, on the border
+    b = label_blobs(m)
+    assert b.n == 2
+    assert b.labels[0, 0] == 1 and b.labels[1, 2] == 2 and b.labels[5, 6] == 2
+    assert b.sizes.tolist() == [0, 1, 9]
+    assert b.boxes[2].tolist() == [1, 6, 2, 7]
+    assert b.edge.tolist() == [False, True, True]
+    assert b.slices(2) == (slice(1, 6), slice(2, 7))
+
+
+@pytest.mark.parametrize("density", [0.05, 0.3, 0.55, 0.8, 1.0])
+def test_matches_scipy(density):
+    rng = np.random.default_rng(int(density * 100))
+    m = rng.random((211, 173)) < density
+    labels, n = ndimage.label(m, structure=EIGHT)
+    b = label_blobs(m)
+    assert b.n == n
+    assert np.array_equal(b.labels, labels)  # same numbering: raster order of each blob's first pixel
+    assert np.array_equal(b.sizes[1:], np.bincount(labels.ravel(), minlength=n + 1)[1:])
+    assert [b.slices(k) for k in range(1, n + 1)] == ndimage.find_objects(labels)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    assert set(np.flatnonzero(b.edge)) == set(border[border > 0])
+
+
+def test_empty_and_bad_shape():
+    b = label_blobs(np.zeros((4, 5), bool))
+    assert b.n == 0 and b.labels.shape == (4, 5) and not b.labels.any()
+    with pytest.raises(ValueError, match="2-D"):
+        label_blobs(np.zeros((2, 3, 4), bool))
