@@ -225,6 +225,7 @@ def merge_flags(
     conf = props["confidence"].to_numpy(dtype=np.float64)
     areas = shapely.area(geoms)
     tile_ids = props["tile_id"].to_numpy()
+    evidence = {col: props[col].to_numpy() for col in _EVIDENCE}  # .at per flag and column is slow
     # -- 1. within each zone, in its UTM CRS ---------------------------------------------------------
     zone_parts: list[dict] = []  # one per zone component
     multi_zone = np.unique(epsgs).size > 1  # one zone: nothing to share, flags past its strip are kept
@@ -278,7 +279,7 @@ def merge_flags(
         best = idx[np.lexsort((-areas[idx], -conf[idx]))[0]]
         main = max(parts, key=lambda p: p["area"])
         c = _reproject(geom_wgs.centroid, 4326, main["epsg"])
-        row = {col: props.at[best, col] for col in _EVIDENCE}
+        row = {col: values[best] for col, values in evidence.items()}
         row.update(
             site_id=site_id,
             area_m2=round(float(area), 2),
