@@ -25,7 +25,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -436,13 +436,11 @@ def scan_pair_files(
         mag, valid, _ = pair_magnitude(bv, av, bands, det_settings.max_ndvi_gain, **dn)
         return mag[valid]
 
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        stats = PairStats.from_samples(np.concatenate(list(pool.map(sample, sample_tiles))), det_settings)
-
     # pass 2: every block, detect + flag (plain rows), clipped to its core; one frame at the end
     tiles = tiles_for_grid(grid, tile_px)
     iso = list(pd.DatetimeIndex(np.array(dates, dtype="datetime64[ns]")).strftime("%Y-%m-%d"))  # as vectorise
     columns = (*FLAG_COLUMNS[:-1], "tile_id", "epsg", "geometry")
+    stats_ready: Future[PairStats] = Future()  # set by this thread; blocks read their inputs meanwhile
 
     def block(t: TileSpec) -> list[dict]:
         with rasterio.Env():  # one GDAL environment per block, not one per read and per traced blob
@@ -450,6 +448,7 @@ def scan_pair_files(
 
     def _block(t: TileSpec) -> list[dict]:
         bv, av = load(t.grid)
+        stats = stats_ready.result()  # raises here too when the statistics failed
         out = detect_pair_block(bv, av, bands, stats, det_settings, **dn)
         del bv, av
         change, valid = out["change"], out["valid"]  # flag_rows returns [] at once when nothing changed
@@ -465,10 +464,21 @@ def scan_pair_files(
 
     rows: list[dict] = []
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for i, block_rows in enumerate(pool.map(block, tiles), start=1):
-            rows += block_rows
-            if trim_every and i % trim_every == 0:  # peak memory flat with the area (pipeline._memory)
-                trim_heap()
-            if progress is not None:
-                progress(i, len(tiles))
+        samples = list(pool.map(sample, sample_tiles))
+        blocks = pool.map(block, tiles)  # queued now: the first blocks are read while the stats are computed
+        try:
+            try:
+                stats_ready.set_result(PairStats.from_samples(np.concatenate(samples), det_settings))
+            except BaseException as err:
+                stats_ready.set_exception(err)
+                raise
+            for i, block_rows in enumerate(blocks, start=1):
+                rows += block_rows
+                if trim_every and i % trim_every == 0:  # peak memory flat with the area (pipeline._memory)
+                    trim_heap()
+                if progress is not None:
+                    progress(i, len(tiles))
+        except BaseException:  # bad statistics, a failed block, Ctrl-C in progress: drop the queued blocks
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     return merge_flags([flags_frame(rows, grid.epsg, columns)], site_id=site_id, settings=settings)
