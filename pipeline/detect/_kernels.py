@@ -29,10 +29,12 @@ def _nd(p: float, q: float) -> float:
 
 @njit(**_JIT)
 def pair_kernel(before, after, i02, i04, i08, i11, weight, gain, scale, zero_is_nodata, median, mad, threshold,
-                mag, valid, greened, change):
+                mag, valid, greened, change, conf):
     """Change magnitude (``mag``), validity and NDVI-gain gate of one block, written in place; with
     ``mad > 0`` also the robust z score (``mag`` then holds ``max((magnitude − median) / mad, 0)``, 0 where
-    the magnitude is NaN) and ``change = score ≥ threshold & valid & ~greened``.
+    the magnitude is NaN), ``change = score ≥ threshold & valid & ~greened`` and ``conf``, the confidence of
+    changed pixels (0 elsewhere): ``confidence_from_score(score, threshold, 1)`` of
+    :mod:`pipeline.detect.persistence`, in float64 as there (``threshold`` is a Python float here).
 
     ``before``/``after``: ``(band, y, x)`` float32 or uint16 values (e.g. L2A DN as read), reflectance =
     value × ``scale``; a NaN (or a 0 when ``zero_is_nodata``) is no data. ``i02 … i11``: band positions of
@@ -43,6 +45,9 @@ def pair_kernel(before, after, i02, i04, i08, i11, weight, gain, scale, zero_is_
     nb, ny, nx = before.shape
     nan = np.float32(np.nan)
     zero = np.float32(0.0)
+    thr32 = np.float32(threshold)
+    evidence = 1.0 / (1.0 + 2.0)  # one date of evidence (a pair), as confidence_from_score(…, n_obs=1)
+    spread = 0.6 + 0.4 * evidence
     for y in range(ny):
         m = mag[y]
         m[:] = 0
@@ -76,9 +81,21 @@ def pair_kernel(before, after, i02, i04, i08, i11, weight, gain, scale, zero_is_
                 z = np.float32((mg - median) / mad)
                 z = z if mg > median else zero  # NaN compares False
                 m[x] = z
-                change[y, x] = (z >= threshold) & ok & ~gr
+                change[y, x] = (z >= thr32) & ok & ~gr
             else:
                 m[x] = mg
+                change[y, x] = False
+        # confidence in a second, scalar pass: an exp() inside the loop above would stop it vectorising
+        ch, cf = change[y], conf[y]
+        for x in range(nx):
+            c = zero
+            if ch[x]:
+                ratio = np.float64(m[x]) / threshold
+                if ratio >= 1.0:
+                    c = np.float32((1.0 - 0.5 * np.exp(-2.0 * max(ratio - 1.0, 0.0))) * spread)
+                else:
+                    c = np.float32(0.5 * min(max(ratio, 0.0), 1.0))
+            cf[x] = c
 
 
 @njit(**_JIT)

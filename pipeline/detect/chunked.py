@@ -27,7 +27,6 @@ import xarray as xr
 from pipeline.config import DetectSettings
 from pipeline.detect.cva import INDEX_WEIGHT
 from pipeline.detect.pair import METHOD, MIN_BANDS
-from pipeline.detect.persistence import confidence_from_score
 from pipeline.detect.threshold import otsu_threshold
 from pipeline.errors import BandError, DetectionError
 
@@ -100,14 +99,14 @@ def _run_kernel(before: np.ndarray, after: np.ndarray, bands: Sequence[str], max
 
     idx = _band_index(bands)
     b, a = _block(before, after)
-    mag = np.empty(b.shape[1:], np.float32)
-    valid, greened, change = (np.zeros(b.shape[1:], bool) for _ in range(3))
+    mag, conf = np.empty(b.shape[1:], np.float32), np.empty(b.shape[1:], np.float32)
+    valid, greened, change = (np.empty(b.shape[1:], bool) for _ in range(3))  # the kernel writes every pixel
     i11 = idx["B11"] if all(k in idx for k in ("B02", "B04", "B08", "B11")) else -1
     med, mad, thr = (0.0, 0.0, 0.0) if stats is None else (stats.median, stats.mad, stats.threshold)
     pair_kernel(b, a, idx["B02"], idx["B04"], idx["B08"], i11, np.float32(INDEX_WEIGHT),
                 np.float32(max_ndvi_gain), np.float32(scale), bool(zero_is_nodata), np.float32(med),
-                np.float32(mad), np.float32(thr), mag, valid, greened, change)
-    return mag, valid, greened, change
+                np.float32(mad), float(thr), mag, valid, greened, change, conf)
+    return mag, valid, greened, change, conf
 
 
 def detect_pair_block(
@@ -118,11 +117,8 @@ def detect_pair_block(
     block, with the global ``stats`` (see :func:`pair_magnitude` for the inputs)."""
     if not stats.mad > 0:
         raise DetectionError(f"PairStats.mad must be > 0, got {stats.mad}")
-    score, valid, _, change = _run_kernel(before, after, bands, settings.max_ndvi_gain, scale, zero_is_nodata,
-                                          stats)
-    conf = np.zeros(score.shape, np.float32)
-    if change.any():
-        conf[change] = confidence_from_score(score[change], stats.threshold, 1.0)
+    score, valid, _, change, conf = _run_kernel(before, after, bands, settings.max_ndvi_gain, scale,
+                                                zero_is_nodata, stats)
     return {"change": change, "score": score, "valid": valid, "confidence": conf}
 
 
