@@ -291,6 +291,7 @@ class _Readers(threading.local):
     def __init__(self) -> None:
         self.handles: dict[str, Any] = {}
         self.buffers: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self.coarse: dict[tuple[int, int], np.ndarray] = {}  # native-resolution reads before enlarging
 
 
 def _grid_of(path: str | Path) -> GridSpec:
@@ -333,7 +334,13 @@ def _read_window(readers: _Readers, path: str, bounds: tuple[float, float, float
     if whole and abs(fy - 1) < 1e-9 and abs(fx - 1) < 1e-9:
         src.read(1, window=win.round_offsets().round_lengths(), out=out)
     elif whole and abs(fy - 2) < 1e-9 and abs(fx - 2) < 1e-9:
-        upsample2_kernel(src.read(1, window=win.round_offsets().round_lengths()), out)
+        shape = (out.shape[0] // 2, out.shape[1] // 2)
+        raw = readers.coarse.get(shape)
+        if raw is None:  # reused read after read, like the block buffers (no page faults per read)
+            if len(readers.coarse) > 4:
+                readers.coarse.clear()
+            raw = readers.coarse[shape] = np.empty(shape, src.dtypes[0])
+        upsample2_kernel(src.read(1, window=win.round_offsets().round_lengths(), out=raw), out)
     else:
         src.read(1, window=win, out=out, resampling=Resampling.bilinear)
     return out
