@@ -84,3 +84,55 @@ def test_block_size_and_threads_do_not_change_the_flags(pair: tuple) -> None:
     for ga, gb in zip(a.to_crs(EPSG).geometry, b.to_crs(EPSG).geometry):
         assert ga.symmetric_difference(gb).area < 1.0
     assert list(b["n_tiles"]) == [1, 1]
+
+
+def test_sample_windows_inside_blocks_are_cut_from_the_block_reads(pair: tuple, monkeypatch) -> None:
+    import pipeline.scan as scan
+
+    before, after = pair
+    kw = {"dates": ("2019-06-01", "2021-06-01"), "sample_px": 32, "sample_every": 2, "tile_px": 64}
+    seen: list[int] = []
+    from pipeline.detect.chunked import PairStats
+
+    real = PairStats.from_samples.__func__
+    monkeypatch.setattr(PairStats, "from_samples",
+                        classmethod(lambda cls, m, s: seen.append(m.size) or real(cls, m, s)))
+    hosted = scan_pair_files(before, after, Settings(), **kw)  # 32 px windows inside 64 px blocks
+    monkeypatch.setattr(scan, "_sample_windows", lambda samples, *a: ({}, samples))
+    alone = scan_pair_files(before, after, Settings(), **kw)  # the same windows, each read on its own
+    # every 2nd window from the 2nd (all with data, past the empty corner): 9 of 32 × 32 px, both ways
+    assert seen == [9 * 32 * 32] * 2
+    assert len(hosted) == len(alone) == 2
+    assert list(hosted["area_m2"]) == list(alone["area_m2"])
+    assert list(hosted["flag_id"]) == list(alone["flag_id"])
+
+
+def test_sample_window_hosts() -> None:
+    from pipeline.grid import GridSpec
+    from pipeline.scan import _sample_windows
+    from pipeline.tiling import tiles_for_grid
+
+    grid = GridSpec(epsg=EPSG, transform=(10.0, 0.0, X0, 0.0, -10.0, Y0), shape=(100, 70))
+    samples = [t for t in tiles_for_grid(grid, 20) if t.index in {(0, 0), (1, 1), (4, 3), (2, 1)}]
+    hosted, loose = _sample_windows(samples, 20, 40, grid.shape)
+    # 20 px windows on 40 px blocks: (1, 1) sits in block (0, 0) at rows/cols 20-40; (4, 3) is the
+    # clipped corner window (rows 80-100, cols 60-70) in block (2, 1); (2, 1) in block (1, 0)
+    assert hosted == {(0, 0): [(slice(0, 20), slice(0, 20)), (slice(20, 40), slice(20, 40))],
+                      (2, 1): [(slice(0, 20), slice(20, 30))],
+                      (1, 0): [(slice(0, 20), slice(20, 40))]}
+    assert loose == []
+    hosted, loose = _sample_windows(samples, 20, 30, grid.shape)  # 30 px blocks: only (0, 0) is inside one
+    assert [t.index for t in loose] == [(1, 1), (2, 1), (4, 3)]
+    assert hosted == {(0, 0): [(slice(0, 20), slice(0, 20))]}
+
+
+def test_scenes_without_common_data_fail_with_one_clear_error(tmp_path: Path, pair: tuple) -> None:
+    from pipeline.errors import DetectionError
+
+    before, after = pair
+    empty = {b: write_tif(tmp_path / f"{b}.tif", np.zeros((N // (2 if b in ("B11", "B12") else 1),) * 2,
+                                                           np.uint16), EPSG,
+                          Affine(20.0 if b in ("B11", "B12") else 10.0, 0, X0, 0,
+                                 -(20.0 if b in ("B11", "B12") else 10.0), Y0), nodata=0) for b in before}
+    with pytest.raises(DetectionError, match="overlap"):
+        scan_pair_files(before, empty, Settings(), tile_px=128)

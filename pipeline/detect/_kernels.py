@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["pair_kernel", "upsample2_kernel"]
+__all__ = ["pair_kernel", "score_kernel", "upsample2_kernel"]
 
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}  # numpy error model: x/0 is inf/NaN, no checks
@@ -45,9 +45,6 @@ def pair_kernel(before, after, i02, i04, i08, i11, weight, gain, scale, zero_is_
     nb, ny, nx = before.shape
     nan = np.float32(np.nan)
     zero = np.float32(0.0)
-    thr32 = np.float32(threshold)
-    evidence = 1.0 / (1.0 + 2.0)  # one date of evidence (a pair), as confidence_from_score(…, n_obs=1)
-    spread = 0.6 + 0.4 * evidence
     for y in range(ny):
         m = mag[y]
         m[:] = 0
@@ -77,25 +74,46 @@ def pair_kernel(before, after, i02, i04, i08, i11, weight, gain, scale, zero_is_
             gr = ok and (_nd(va08, va04) - _nd(vb08, vb04) > gain)
             valid[y, x] = ok
             greened[y, x] = gr
-            if mad > 0:
-                z = np.float32((mg - median) / mad)
-                z = z if mg > median else zero  # NaN compares False
-                m[x] = z
-                change[y, x] = (z >= thr32) & ok & ~gr
+            m[x] = mg
+        if mad > 0:
+            _score_row(m, valid[y], greened[y], median, mad, threshold, change[y], conf[y])
+        else:
+            change[y, :] = False
+            conf[y, :] = zero
+
+
+@njit(**_JIT)
+def _score_row(m, ok, gr, median, mad, threshold, ch, cf):
+    """One row: magnitude ``m`` → robust z score in place, ``ch`` = change, ``cf`` = its confidence."""
+    zero = np.float32(0.0)
+    thr32 = np.float32(threshold)
+    for x in range(m.size):
+        mg = m[x]
+        z = np.float32((mg - median) / mad)
+        z = z if mg > median else zero  # NaN compares False
+        m[x] = z
+        ch[x] = (z >= thr32) & ok[x] & ~gr[x]
+    # confidence in a second, scalar pass: an exp() inside the loop above would stop it vectorising;
+    # confidence_from_score(score, threshold, n_obs=1) of pipeline.detect.persistence, in float64 as there
+    spread = 0.6 + 0.4 * (1.0 / (1.0 + 2.0))
+    for x in range(m.size):
+        c = zero
+        if ch[x]:
+            ratio = np.float64(m[x]) / threshold
+            if ratio >= 1.0:
+                c = np.float32((1.0 - 0.5 * np.exp(-2.0 * max(ratio - 1.0, 0.0))) * spread)
             else:
-                m[x] = mg
-                change[y, x] = False
-        # confidence in a second, scalar pass: an exp() inside the loop above would stop it vectorising
-        ch, cf = change[y], conf[y]
-        for x in range(nx):
-            c = zero
-            if ch[x]:
-                ratio = np.float64(m[x]) / threshold
-                if ratio >= 1.0:
-                    c = np.float32((1.0 - 0.5 * np.exp(-2.0 * max(ratio - 1.0, 0.0))) * spread)
-                else:
-                    c = np.float32(0.5 * min(max(ratio, 0.0), 1.0))
-            cf[x] = c
+                c = np.float32(0.5 * min(max(ratio, 0.0), 1.0))
+        cf[x] = c
+
+
+@njit(**_JIT)
+def score_kernel(mag, valid, greened, median, mad, threshold, change, conf):
+    """The scoring tail of :func:`pair_kernel` on its ``mad = 0`` outputs (``mag``, ``valid``, ``greened``,
+    2-D): ``mag`` becomes the robust z score in place, ``change`` and ``conf`` are written (same values as
+    one :func:`pair_kernel` call with ``mad > 0``)."""
+    for y in range(mag.shape[0]):
+        _score_row(mag[y], valid[y], greened[y], median, mad, threshold, change[y], conf[y])
 
 
 @njit(**_JIT)

@@ -30,7 +30,7 @@ from pipeline.detect.pair import METHOD, MIN_BANDS
 from pipeline.detect.threshold import otsu_threshold
 from pipeline.errors import BandError, DetectionError
 
-__all__ = ["PairStats", "pair_magnitude", "detect_pair_block", "detect_pair_chunked"]
+__all__ = ["PairStats", "pair_magnitude", "detect_pair_block", "score_magnitude", "detect_pair_chunked"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,23 @@ def detect_pair_block(
         raise DetectionError(f"PairStats.mad must be > 0, got {stats.mad}")
     score, valid, _, change, conf = _run_kernel(before, after, bands, settings.max_ndvi_gain, scale,
                                                 zero_is_nodata, stats)
+    return {"change": change, "score": score, "valid": valid, "confidence": conf}
+
+
+def score_magnitude(
+    magnitude: np.ndarray, valid: np.ndarray, greened: np.ndarray, stats: PairStats
+) -> dict[str, np.ndarray]:
+    """:func:`detect_pair_block`'s output from :func:`pair_magnitude`'s (one block), without the bands:
+    the same values, for blocks whose magnitude was computed before ``stats`` were known. ``magnitude``
+    (float32) is overwritten by the score."""
+    from pipeline.detect._kernels import score_kernel
+
+    if not stats.mad > 0:
+        raise DetectionError(f"PairStats.mad must be > 0, got {stats.mad}")
+    score = np.ascontiguousarray(magnitude, dtype=np.float32)
+    change, conf = np.empty(score.shape, bool), np.empty(score.shape, np.float32)
+    score_kernel(score, np.ascontiguousarray(valid, dtype=bool), np.ascontiguousarray(greened, dtype=bool),
+                 np.float32(stats.median), np.float32(stats.mad), float(stats.threshold), change, conf)
     return {"change": change, "score": score, "valid": valid, "confidence": conf}
 
 
