@@ -15,9 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import shapely
+from affine import Affine
 from numba import njit
+from scipy import ndimage
+from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.base import BaseGeometry
 
-__all__ = ["Blobs", "label_blobs"]
+__all__ = ["Blobs", "label_blobs", "trace"]
+
+_CROSS = ndimage.generate_binary_structure(2, 1)
 
 
 @njit(cache=True, nogil=True)
@@ -141,3 +148,126 @@ def label_blobs(mask: np.ndarray) -> Blobs:
         raise ValueError(f"label_blobs needs a 2-D mask, got shape {m.shape}")
     labels, n, sizes, boxes, edge = _label8(m)
     return Blobs(labels, int(n), sizes, boxes, edge)
+
+
+# ------------------------------------------------------------------------------------------- tracing
+# Directions in array coordinates (row down): E, S, W, N. A boundary edge runs along pixel sides with its
+# blob pixel on the left; at a vertex where two blob pixels touch only diagonally the ring turns left,
+# hugging its own pixel, so those pixels stay apart (4-connected polygons, as GDAL's connectivity=4).
+_DR = np.array([0, 1, 0, -1], np.int64)
+_DC = np.array([1, 0, -1, 0], np.int64)
+
+
+@njit(cache=True, nogil=True)
+def _rings(blob):
+    """Pixel-edge rings of a bool array: (vertex rows, vertex cols, ring starts, ring kinds, left pixels).
+
+    Vertices are pixel corners ``(row, col)``; collinear vertices are dropped; each ring is closed (last
+    vertex = first). Kind 0 = exterior (negative shoelace area in (col, row)), 1 = hole. The left pixel
+    (flat index) of a ring's first edge is a blob pixel of the polygon the ring bounds.
+    """
+    h, w = blob.shape
+    # out[r, c, d]: a boundary edge leaves vertex (r, c) in direction d
+    out = np.zeros((h + 1, w + 1, 4), np.bool_)
+    n_edges = 0
+    for r in range(h):
+        for c in range(w):
+            if not blob[r, c]:
+                continue
+            if r == 0 or not blob[r - 1, c]:
+                out[r, c + 1, 2] = True  # top side, westwards
+                n_edges += 1
+            if r == h - 1 or not blob[r + 1, c]:
+                out[r + 1, c, 0] = True  # bottom side, eastwards
+                n_edges += 1
+            if c == 0 or not blob[r, c - 1]:
+                out[r, c, 1] = True  # left side, southwards
+                n_edges += 1
+            if c == w - 1 or not blob[r, c + 1]:
+                out[r + 1, c + 1, 3] = True  # right side, northwards
+                n_edges += 1
+    cap = n_edges + n_edges // 4 + 2  # at most one vertex per edge, plus each ring's closing vertex
+    vr = np.empty(cap, np.int64)
+    vc = np.empty(cap, np.int64)
+    seen = np.zeros((h + 1, w + 1, 4), np.bool_)
+    starts = []
+    kinds = []
+    lefts = []
+    nv = 0
+    # the first vertex (raster order) with an edge not yet traced is the top-left corner of its ring
+    for r0 in range(h + 1):
+        for c0 in range(w + 1):
+            for d0 in range(4):
+                if not out[r0, c0, d0] or seen[r0, c0, d0]:
+                    continue
+                if nv + 1 >= vr.size:  # rings closed at a shared vertex: grow (rare)
+                    vr = np.concatenate((vr, np.empty(vr.size, np.int64)))
+                    vc = np.concatenate((vc, np.empty(vc.size, np.int64)))
+                start = nv
+                dr = 1 if d0 == 0 or d0 == 3 else 0
+                dc = 1 if d0 == 2 or d0 == 3 else 0
+                left = (r0 - dr) * w + c0 - dc  # the pixel on the left of the first edge
+                vr[nv] = r0
+                vc[nv] = c0
+                nv += 1
+                seen[r0, c0, d0] = True
+                r, c, d = r0, c0, d0
+                while True:
+                    r += _DR[d]
+                    c += _DC[d]
+                    nd = d
+                    for turn in (3, 0, 1):  # left, straight, right: the first edge leaving this vertex
+                        k = (d + turn) % 4
+                        if out[r, c, k]:
+                            nd = k
+                            break
+                    if r == r0 and c == c0 and nd == d0:
+                        break
+                    seen[r, c, nd] = True
+                    if nd != d:  # a corner: keep the vertex (collinear ones are dropped)
+                        if nv + 1 >= vr.size:
+                            vr = np.concatenate((vr, np.empty(vr.size, np.int64)))
+                            vc = np.concatenate((vc, np.empty(vc.size, np.int64)))
+                        vr[nv] = r
+                        vc[nv] = c
+                        nv += 1
+                    d = nd
+                vr[nv] = r0  # closed
+                vc[nv] = c0
+                nv += 1
+                area = 0
+                for i in range(start, nv - 1):
+                    area += vc[i] * vr[i + 1] - vc[i + 1] * vr[i]
+                starts.append(start)
+                kinds.append(0 if area < 0 else 1)
+                lefts.append(left)
+    starts.append(nv)
+    return vr[:nv], vc[:nv], np.array(starts, np.int64), np.array(kinds, np.int64), np.array(lefts, np.int64)
+
+
+def trace(blob: np.ndarray, transform: Affine) -> BaseGeometry:
+    """One blob (2-D bool, e.g. its bounding box) traced along pixel edges into a valid (Multi)Polygon.
+
+    ``transform`` maps (col, row) pixel corners to map coordinates. Pixels touching only at a corner are
+    separate polygons (4-connectivity, as ``rasterio.features.shapes(connectivity=4)``); the area is
+    the pixel count × pixel area; collinear vertices are dropped.
+    """
+    b = np.ascontiguousarray(blob, dtype=np.bool_)
+    vr, vc, starts, kinds, lefts = _rings(b)
+    if kinds.size == 0:
+        return Polygon()
+    t = transform
+    xy = np.column_stack([t.a * vc + t.b * vr + t.c, t.d * vc + t.e * vr + t.f])
+    rings = [xy[starts[i]:starts[i + 1]] for i in range(kinds.size)]
+    shells = np.flatnonzero(kinds == 0)
+    holes = np.flatnonzero(kinds == 1)
+    if shells.size == 1:
+        geom = Polygon(rings[shells[0]], [rings[i] for i in holes])
+    else:
+        if holes.size:  # each ring bounds the 4-connected part holding the pixel on its left
+            parts, _ = ndimage.label(b, structure=_CROSS)
+            part = parts.ravel()[lefts]
+        else:
+            part = np.zeros(kinds.size, np.int64)
+        geom = MultiPolygon([Polygon(rings[s], [rings[i] for i in holes if part[i] == part[s]]) for s in shells])
+    return geom if geom.is_valid else shapely.make_valid(geom)

@@ -16,8 +16,9 @@ How blobs are formed, in pixel space on the detection's UTM grid:
    as polygon interiors.
 3. **Blobs.** 8-connected components of the result. Blobs with fewer than ``min_area_m2`` square metres
    (pixel count × pixel area) are dropped.
-4. **Polygons.** Each blob is traced with :func:`rasterio.features.shapes` (pixel edges, so the area of
-   the polygon is exactly its pixel count × pixel area) and, if ``settings.flag.simplify_m > 0``,
+4. **Polygons.** Each blob is traced along pixel edges (:func:`pipeline._blobs.trace`, compiled; the same
+   polygons as ``rasterio.features.shapes`` with 4-connectivity, so the area of the polygon is exactly its
+   pixel count × pixel area) and, if ``settings.flag.simplify_m > 0``,
    simplified with that tolerance in metres (topology preserving). Blobs whose pixels touch only at a
    corner become valid MultiPolygons.
 
@@ -47,13 +48,10 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import shapely
 import xarray as xr
 from affine import Affine
-from rasterio.features import shapes
 from scipy import ndimage
-from shapely.geometry import shape as shp_shape
-from shapely.geometry.base import BaseGeometry
 
 import pipeline
-from pipeline._blobs import label_blobs
+from pipeline._blobs import label_blobs, trace
 from pipeline.config import Settings, params_hash
 from pipeline.errors import DetectionError, InvalidAOIError
 
@@ -260,15 +258,6 @@ def _scene_lists(
     return ",".join(scene_ids[i] for i in pre), ",".join(scene_ids[i] for i in post)
 
 
-def _trace(blob: np.ndarray, transform: Affine) -> BaseGeometry:
-    """One blob (bool array, its bounding box) traced along pixel edges into a valid (Multi)Polygon."""
-    # no mask array: the 1-valued regions are the blob (a mask costs GDAL a second in-memory raster)
-    traced = shapes(blob.view(np.uint8), connectivity=4, transform=transform)
-    geoms = [shp_shape(g) for g, v in traced if v == 1]
-    g = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
-    return g if g.is_valid else shapely.make_valid(g)
-
-
 @dataclass(frozen=True)
 class FlagLayers:
     """The per-pixel layers the flagger reads, all on one ``(y, x)`` grid (what :func:`flag_rows` needs).
@@ -332,7 +321,7 @@ def flag_rows(
     for k in np.flatnonzero(keep):
         sl = blobs.slices(k)
         blob = labels[sl] == k  # each blob is traced and summarised inside its own bounding box only
-        geom = _trace(blob, transform @ Affine.translation(sl[1].start, sl[0].start))
+        geom = trace(blob, transform @ Affine.translation(sl[1].start, sl[0].start))
         core = blob & change[sl]
         b_mode = _mode(brk[sl][core])
         if b_mode is None:

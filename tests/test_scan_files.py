@@ -87,7 +87,7 @@ def test_block_size_and_threads_do_not_change_the_flags(pair: tuple) -> None:
 
 
 def test_sample_windows_inside_blocks_are_cut_from_the_block_reads(pair: tuple, monkeypatch) -> None:
-    import pipeline.scan as scan
+    from pipeline import scan
 
     before, after = pair
     kw = {"dates": ("2019-06-01", "2021-06-01"), "sample_px": 32, "sample_every": 2, "tile_px": 64}
@@ -129,7 +129,7 @@ def test_sample_window_hosts() -> None:
 def test_scenes_without_common_data_fail_with_one_clear_error(tmp_path: Path, pair: tuple) -> None:
     from pipeline.errors import DetectionError
 
-    before, after = pair
+    before, _ = pair
     empty = {b: write_tif(tmp_path / f"{b}.tif", np.zeros((N // (2 if b in ("B11", "B12") else 1),) * 2,
                                                            np.uint16), EPSG,
                           Affine(20.0 if b in ("B11", "B12") else 10.0, 0, X0, 0,
