@@ -76,12 +76,17 @@ def _load_kernels() -> float:
     process, like an import: not part of the timing of ``ours`` and ``naive``); returns the seconds taken."""
     t = time.perf_counter()
     importlib.import_module("pipeline.flag")  # scan_pair_files imports it lazily
+    from affine import Affine
+
+    from pipeline._blobs import label_blobs, trace
     from pipeline.detect._kernels import upsample2_kernel
-    from pipeline.detect.chunked import pair_magnitude
+    from pipeline.detect.chunked import PairStats, pair_magnitude, score_magnitude
 
     tiny = np.ones((6, 4, 4), np.float32)
-    pair_magnitude(tiny, tiny, ["B02", "B03", "B04", "B08", "B11", "B12"], 0.1)
+    mag = pair_magnitude(tiny, tiny, ["B02", "B03", "B04", "B08", "B11", "B12"], 0.1)
+    score_magnitude(*mag, PairStats(0.0, 1.0, 1.0, 16))
     upsample2_kernel(np.ones((2, 2), np.uint16), np.empty((4, 4), np.float32))
+    trace(label_blobs(np.ones((2, 2), bool)).labels == 1, Affine.identity())
     return time.perf_counter() - t
 
 
