@@ -186,7 +186,8 @@ def _rings(blob):
             if c == w - 1 or not blob[r, c + 1]:
                 out[r + 1, c + 1, 3] = True  # right side, northwards
                 n_edges += 1
-    cap = n_edges + n_edges // 4 + 2  # at most one vertex per edge, plus each ring's closing vertex
+    # at most one vertex per edge, plus one closing vertex per ring (a ring has at least 4 edges)
+    cap = n_edges + n_edges // 4 + 2
     vr = np.empty(cap, np.int64)
     vc = np.empty(cap, np.int64)
     seen = np.zeros((h + 1, w + 1, 4), np.bool_)
@@ -200,9 +201,6 @@ def _rings(blob):
             for d0 in range(4):
                 if not out[r0, c0, d0] or seen[r0, c0, d0]:
                     continue
-                if nv + 1 >= vr.size:  # rings closed at a shared vertex: grow (rare)
-                    vr = np.concatenate((vr, np.empty(vr.size, np.int64)))
-                    vc = np.concatenate((vc, np.empty(vc.size, np.int64)))
                 start = nv
                 dr = 1 if d0 == 0 or d0 == 3 else 0
                 dc = 1 if d0 == 2 or d0 == 3 else 0
@@ -225,9 +223,6 @@ def _rings(blob):
                         break
                     seen[r, c, nd] = True
                     if nd != d:  # a corner: keep the vertex (collinear ones are dropped)
-                        if nv + 1 >= vr.size:
-                            vr = np.concatenate((vr, np.empty(vr.size, np.int64)))
-                            vc = np.concatenate((vc, np.empty(vc.size, np.int64)))
                         vr[nv] = r
                         vc[nv] = c
                         nv += 1

@@ -9,9 +9,9 @@ across tile and zone seams (:mod:`pipeline.seams`) into one ranked WGS84 candida
 
 :func:`scan_pair_files` is the same idea for one pair of scenes on disk (e.g. two Sentinel-2 granules):
 block-aligned windowed reads, the two-date detector of ``compoundwatch compare`` run block by block with
-global statistics from a subsample of windows (cut from the blocks' own reads), each block's flags kept as plain rows
-(:func:`pipeline.flag.flag_rows`, no GeoDataFrame per block) and merged across block seams at the end. Its
-memory does not grow with the scene size.
+global statistics from a subsample of windows (cut from the blocks' own reads), each block's flags kept as
+plain rows (:func:`pipeline.flag.flag_rows`, no GeoDataFrame per block) and merged across block seams at the
+end. Its memory does not grow with the scene size.
 
 The synthetic source renders every tile as its own landscape (keyed by the tile id), so on synthetic data a
 compound never continues across a seam; real sources return one continuous scene and the seam merge

@@ -96,3 +96,11 @@ def test_trace_matches_gdal_polygonize(seed):
         assert g.is_valid
         assert g.area == pytest.approx(b.sizes[k] * 100.0)
         assert g.equals(_gdal_trace(blob, tk))
+
+
+def test_trace_of_nothing_is_empty():
+    from affine import Affine
+
+    from pipeline._blobs import trace
+
+    assert trace(np.zeros((3, 2), bool), Affine.identity()).is_empty

@@ -55,3 +55,27 @@ def test_blocks_with_global_stats_equal_whole_image() -> None:
     # stats from a subsample are close to the full ones
     sub = PairStats.from_samples(mag[::2, ::2][valid[::2, ::2]], s)
     assert abs(sub.median - stats.median) < 0.1 * stats.median
+
+
+def test_score_magnitude_equals_detect_pair_block():
+    """A block scored later from its magnitude (scan_pair_files' sample blocks) equals one detected at once."""
+    from pipeline.config import DetectSettings
+    from pipeline.detect.chunked import PairStats, detect_pair_block, pair_magnitude, score_magnitude
+
+    rng = np.random.default_rng(5)
+    bands = ["B02", "B03", "B04", "B08", "B11", "B12"]
+    field = np.array([500, 700, 600, 3000, 2000, 1200])[:, None, None]  # vegetation, a little noise
+    before = (field + rng.integers(-60, 60, (6, 40, 50))).astype(np.uint16)
+    after = before.copy()
+    roof = np.array([3000, 3200, 3400, 3000, 4000, 3800], np.uint16)  # a new bright roof (NDVI falls)
+    after[:, 10:25, 5:30] = roof[:, None, None]
+    after[0, 0, :5] = 0  # no data
+    settings = DetectSettings()
+    mag, valid, greened = pair_magnitude(before, after, bands, settings.max_ndvi_gain, scale=1e-4,
+                                         zero_is_nodata=True)
+    stats = PairStats.from_samples(mag[valid], settings)
+    want = detect_pair_block(before, after, bands, stats, settings, scale=1e-4, zero_is_nodata=True)
+    got = score_magnitude(mag, valid, greened, stats)
+    assert want["change"][10:25, 5:30].mean() > 0.9 and not want["change"][0, :5].any()
+    for k in ("change", "score", "valid", "confidence"):
+        np.testing.assert_array_equal(got[k], want[k])
