@@ -9,8 +9,9 @@ CVA + Otsu baseline and of the learned chain scored leave-one-city-out (LOCO), i
 * :func:`evaluate_baseline` runs :func:`pipeline.detect.pair.detect_pair_cva` on each city as
   ``compoundwatch compare`` reads it (:func:`pipeline.oscd.read_city`).
 * :func:`evaluate_learned` trains one model per city on the *other* cities with the training recipe
-  (:mod:`pipeline.train.oscd`: same sampling, seed, LightGBM parameters), chooses the smoothing and decision
-  rule on the pooled LOCO probabilities exactly as training chooses the shipped model's rule
+  (:mod:`pipeline.train.oscd`: same sampling, seed, LightGBM parameters; for a band set shipped averaged
+  with the 4-band model, both models per city and the mean of their probabilities), chooses the smoothing
+  and decision rule on the pooled LOCO probabilities exactly as training chooses the shipped model's rule
   (:func:`pipeline.train.oscd.select_threshold`), then predicts each held-out city as ``compare`` does:
   smoothed probability ≥ the (per-image adaptive) threshold on valid pixels, united with extreme CVA changes
   (robust z ≥ :data:`pipeline.detect.pair.STRONG_Z`). The "strict" variant also takes each city's decision
@@ -60,7 +61,8 @@ BASELINE_METHOD = "cva-otsu"
 LEARNED_METHOD = "lgbm-loco"
 
 #: ``progress(phase, city, done)``: called with ``done=False`` when work on ``city`` starts and ``True`` when
-#: it ends; phases ``"baseline"``, ``"sample"`` (features + training rows) and ``"loco"`` (one fold).
+#: it ends; phases ``"baseline"``, ``"sample <band set>"`` (features + training rows) and ``"loco <band set>"``
+#: (one fold), once per band set of the learned chain (the model and the ones it is averaged with).
 Progress = Callable[[str, str, bool], None]
 
 
@@ -244,24 +246,32 @@ def evaluate_learned(
     cities = list(cities)
     if len(cities) < 2:
         raise ConfigError("leave-one-city-out needs at least 2 cities")
-    rng = np.random.default_rng(recipe.seed)
-    data: dict[str, tr.CityData] = {}
-    for c in cities:  # the training recipe's sampling: same seed, same city order -> same rows
-        progress("sample", c, False)
-        data[c] = tr.load_city(Path(root), c, band_set, recipe.n_pos, recipe.n_neg, rng)[1]
-        progress("sample", c, True)
+    members = [band_set] + tr.blend_partners(band_set)  # the shipped chain averages these models
+    member_probs: list[dict[str, np.ndarray]] = []
+    secs = dict.fromkeys(cities, 0.0)
+    labels: dict[str, np.ndarray] = {}
+    for bs in members:
+        rng = np.random.default_rng(recipe.seed)  # the training recipe's sampling: same seed, same city order
+        data: dict[str, tr.CityData] = {}
+        for c in cities:
+            progress(f"sample {bs}", c, False)
+            data[c] = tr.load_city(Path(root), c, bs, recipe.n_pos, recipe.n_neg, rng)[1]
+            progress(f"sample {bs}", c, True)
+        labels = {c: data[c].label for c in cities}
+        folds_done: list[str] = []
 
-    folds_done: list[str] = []
+        def log(_message: str, bs: str = bs, folds_done: list[str] = folds_done) -> None:  # after each fold
+            folds_done.append(cities[len(folds_done)])
+            progress(f"loco {bs}", folds_done[-1], True)
+            if len(folds_done) < len(cities):
+                progress(f"loco {bs}", cities[len(folds_done)], False)
 
-    def log(_message: str) -> None:  # tr.loco calls this after each fold, in city order
-        folds_done.append(cities[len(folds_done)])
-        progress("loco", folds_done[-1], True)
-        if len(folds_done) < len(cities):
-            progress("loco", cities[len(folds_done)], False)
-
-    progress("loco", cities[0], False)
-    probs, secs = tr.loco(Path(root), cities, band_set, data, recipe.n_trees, recipe.threads, log=log)
-    labels = {c: data[c].label for c in cities}
+        progress(f"loco {bs}", cities[0], False)
+        probs, fold_secs = tr.loco(Path(root), cities, bs, data, recipe.n_trees, recipe.threads, log=log)
+        member_probs.append(probs)
+        for c in cities:
+            secs[c] += fold_secs[c]
+    probs = tr.blend_probs(member_probs) if len(members) > 1 else member_probs[0]
     sel = tr.select_threshold(probs, labels)
     union = strong or {}
     scores: dict[str, Scores] = {}
@@ -279,6 +289,7 @@ def evaluate_learned(
     info = {
         "source": "loco",
         "band_set": band_set,
+        "blend": members[1:],
         "cva_union": strong is not None,
         "decision_rule": {"smooth_sigma_px": sel["sigma"], "adaptive_threshold": sel["adaptive"],
                           "threshold": sel["threshold"]},

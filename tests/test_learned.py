@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ def _scene(bands: tuple[str, ...], block: bool, seed: int, size: int = 64) -> xr
                         coords={"band": list(bands), "y": 5000.0 - 10 * np.arange(size), "x": 10 * np.arange(size) + 0.0})
 
 
-def _tiny_model(tmp_path: Path, band_set: str = "s2-4") -> Path:
+def _tiny_model(tmp_path: Path, band_set: str = "s2-4", trees: int = 10) -> Path:
     """Train a tiny model on a synthetic pair with its planted block as the label; write text + sidecar."""
     bands = BAND_SETS[band_set]
     b, a = _scene(bands, False, 0).values, _scene(bands, True, 1).values
@@ -46,7 +47,7 @@ def _tiny_model(tmp_path: Path, band_set: str = "s2-4") -> Path:
     y[20:40, 20:40] = True
     x = feats.reshape(len(names), -1).T
     booster = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1, "seed": 0,
-                         "min_data_in_leaf": 5, "deterministic": True}, lgb.Dataset(x, y.ravel()), 10)
+                         "min_data_in_leaf": 5, "deterministic": True}, lgb.Dataset(x, y.ravel()), trees)
     booster.save_model(str(tmp_path / f"oscd-{band_set}.txt"))
     meta = {"band_set": band_set, "bands": list(bands), "features": names, "threshold": 0.5,
             "smooth_sigma_px": 1.0, "coregister": True, "normalise": True}
@@ -196,3 +197,42 @@ def test_oscd_city_smoke() -> None:
     assert det["valid"].values.mean() > 0.95
     # bercy is one of the shipped model's training cities: this is a smoke test, not an evaluation
     assert 0.001 < det["change"].values.mean() < 0.1
+
+
+def _set_sidecar(mdir: Path, band_set: str, **keys: Any) -> None:
+    from pipeline.detect.learned import _load
+
+    side = mdir / f"oscd-{band_set}.json"
+    side.write_text(json.dumps({**json.loads(side.read_text()), **keys}))
+    _load.cache_clear()  # the sidecar changed under the cached model
+
+
+def test_blend_averages_member_probabilities(tmp_path: Path) -> None:
+    """A sidecar ``blend`` averages its model's probability with the named band sets' models (each on its own
+    bands and features) before smoothing; a missing partner model is one clear error."""
+    from scipy import ndimage
+
+    bands = BAND_SETS["s2-6"]
+    before, after = _scene(bands, False, 2), _scene(bands, True, 3)
+    _tiny_model(tmp_path, "s2-6")
+    _set_sidecar(tmp_path, "s2-6", smooth_sigma_px=0.0, blend=["s2-4"])
+    with pytest.raises(DetectionError, match="averages its probability with band set"):
+        LearnedDetector(tmp_path).probability(before, after)
+    _tiny_model(tmp_path, "s2-4", trees=5)  # fewer trees: less confident than the s2-6 model
+    _set_sidecar(tmp_path, "s2-4", smooth_sigma_px=0.0)
+    p4, valid4, _, _ = LearnedDetector(tmp_path, band_set="s2-4").probability(before, after)
+    _set_sidecar(tmp_path, "s2-6", blend=[])
+    p6, valid6, _, _ = LearnedDetector(tmp_path, band_set="s2-6").probability(before, after)
+    assert not np.allclose(p4, p6)
+    _set_sidecar(tmp_path, "s2-6", blend=["s2-4"])
+    det = LearnedDetector(tmp_path)
+    prob, valid, model, _ = det.probability(before, after)
+    assert model.band_set == "s2-6" and model.blend == ["s2-4"]
+    np.testing.assert_array_equal(valid, valid6 & valid4)
+    np.testing.assert_allclose(prob, np.where(valid, (p6 + p4) / 2, 0), atol=1e-6)
+    _set_sidecar(tmp_path, "s2-6", smooth_sigma_px=1.0)
+    smooth, _, _, _ = det.probability(before, after)
+    np.testing.assert_allclose(smooth, ndimage.gaussian_filter(prob, 1.0), atol=1e-6)
+    out = det.detect(before, after)
+    assert out.attrs["method"] == "pair-lgbm-s2-6"
+    assert out["change"].values[24:36, 24:36].all()

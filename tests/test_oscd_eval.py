@@ -106,6 +106,7 @@ def test_learned_loco(fake_root: Path, learned: ev.ChainResult,
     assert ev.pool(learned.scores)["micro_f1"] >= 0.8
     info = learned.info
     assert info["source"] == "loco" and info["cva_union"] is True and info["recipe"]["n_trees"] == 20
+    assert info["band_set"] == "s2-13" and info["blend"] == ["s2-4"]  # the shipped chain: 13- and 4-band mean
     assert set(info["decision_rule"]) == {"smooth_sigma_px", "adaptive_threshold", "threshold"}
     assert set(info["strict"]["per_city"]) == {c.name for c in CITIES}
     assert 0 <= info["strict"]["micro_f1"] <= 1
@@ -130,7 +131,7 @@ def test_learned_without_union_is_the_training_selection(fake_root: Path) -> Non
         res = ev.evaluate_learned(fake_root, cities, "s2-4", recipe=FAST)
     finally:
         mp.undo()
-    assert res.info["cva_union"] is False
+    assert res.info["cva_union"] is False and res.info["blend"] == []
     assert ev.pool(res.scores)["micro_f1"] == pytest.approx(res.info["classifier_only"]["micro_f1"], abs=1e-9)
     assert ev.pool(res.scores)["macro_f1"] == pytest.approx(res.info["classifier_only"]["macro_f1"], abs=1e-9)
     # each fold: 300 change + 600 no-change sampled pixels from each of the 2 other cities, never its own

@@ -153,14 +153,16 @@ def oscd(
 
     result = ev.learned_from_report(from_report, band_set, chosen) if from_report is not None else None
     labels = {"baseline": "CVA + Otsu", "sample": "features", "loco": "LOCO folds"}
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
+    columns = (SpinnerColumn(), TextColumn("[bold]{task.description:<17}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[city]}"))
     with Progress(*columns, console=console, transient=False) as bars:
         tasks: dict[str, TaskID] = {}
 
         def progress(phase: str, city: str, done: bool) -> None:
             if phase not in tasks:
-                tasks[phase] = bars.add_task(labels.get(phase, phase), total=len(chosen), city="")
+                step, _, bs = phase.partition(" ")
+                label = f"{labels.get(step, step)} {bs}".strip()
+                tasks[phase] = bars.add_task(label, total=len(chosen), city="")
             bars.update(tasks[phase], advance=1 if done else 0, city=city if done else f"{city} …")
 
         base, strong = ev.evaluate_baseline(path, chosen, progress)

@@ -8,7 +8,10 @@ The chain for a BEFORE/AFTER pair on one grid (``(band, y, x)`` reflectance, uni
 3. normalise AFTER's radiometry to BEFORE on likely-unchanged pixels (:mod:`pipeline.preprocess.normalise`);
 4. per-pixel features (:func:`pipeline.detect.features.build_features`);
 5. a LightGBM model trained on the labelled OSCD cities (``python -m pipeline.train.oscd``) gives the
-   probability of urban change, smoothed by a small Gaussian (``smooth_sigma_px`` of the model's sidecar)
+   probability of urban change; when the sidecar names ``blend`` band sets (the 4-band model for the richer
+   ones), their models run steps 2-4 on their own bands and the probabilities are averaged (a 13-band model
+   fits city-specific spectra that the 4-band one cannot: the mean generalises better to unseen cities);
+   the probability is smoothed by a small Gaussian (``smooth_sigma_px`` of the model's sidecar)
    and thresholded per image: ``clip(scale * quantile_q(probability), min, max)`` when the sidecar has
    ``adaptive_threshold`` (the image's own high-probability level sets the cut, so a city where the model
    is under-confident is not cut at a level that only suits confident ones), else the model's global
@@ -16,7 +19,7 @@ The chain for a BEFORE/AFTER pair on one grid (``(band, y, x)`` reflectance, uni
 
 Models live in ``pipeline/data/models/`` as ``oscd-<band set>.txt`` (LightGBM text format) with a JSON
 sidecar ``oscd-<band set>.json`` (band set, bands, feature names, threshold, optional ``adaptive_threshold``
-rule, smoothing, training record)
+rule, optional ``blend``, smoothing, training record)
 and are read with :mod:`importlib.resources`. Detectors never open scene files.
 """
 
@@ -85,6 +88,11 @@ class LearnedModel:
         if rule is None:
             return self.threshold
         return adaptive_threshold(prob, valid, rule)
+
+    @property
+    def blend(self) -> list[str]:
+        """Band sets whose models' probabilities are averaged with this one's (the sidecar's ``blend``)."""
+        return [str(b) for b in self.meta.get("blend") or []]
 
     @property
     def smooth_sigma(self) -> float:
@@ -215,7 +223,30 @@ class LearnedDetector:
             raise BandError(f"both scenes need bands {list(MIN_BANDS)}; missing in one of them: {missing}")
         band_set = self.band_set or choose_band_set(common, self.available)
         model = load_model(band_set, self.model_dir)
-        use = list(BAND_SETS[band_set])
+        prob, valid, info = self._member(before, after, model)
+        if model.blend:
+            missing = [m for m in model.blend
+                       if m not in self.available or not set(BAND_SETS[m]) <= set(common)]
+            if missing:
+                raise DetectionError(
+                    f"model {band_set} averages its probability with band set(s) {missing}, which have no "
+                    f"model in {self.model_dir or 'the package'} or lack bands; retrain with "
+                    "python -m pipeline.train.oscd"
+                )
+            for other in model.blend:
+                p, v, _ = self._member(before, after, load_model(other, self.model_dir))
+                prob += p
+                valid &= v
+            prob = np.where(valid, prob / (1 + len(model.blend)), 0.0).astype(np.float32)
+        if model.smooth_sigma > 0:
+            prob = ndimage.gaussian_filter(prob, model.smooth_sigma).astype(np.float32)
+        return prob, valid, model, info
+
+    def _member(
+        self, before: xr.DataArray, after: xr.DataArray, model: LearnedModel
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """One model's unsmoothed probability (0 outside valid), its valid mask and preprocessing info."""
+        use = list(BAND_SETS[model.band_set])
         b = before.sel(band=use).values.astype(np.float32)
         a = after.sel(band=use).values.astype(np.float32)
         valid_in = np.isfinite(b).all(0) & np.isfinite(a).all(0)
@@ -225,17 +256,14 @@ class LearnedDetector:
             b, a, use, do_coregister=bool(model.meta.get("coregister", True)),
             do_normalise=bool(model.meta.get("normalise", True)),
         )
-        names, feats, valid = build_features(b, a, use, band_set)
+        names, feats, valid = build_features(b, a, use, model.band_set)
         if names != list(model.meta["features"]):
             raise DetectionError(
-                f"feature names of band set {band_set} differ from the model's; retrain with "
+                f"feature names of band set {model.band_set} differ from the model's; retrain with "
                 "python -m pipeline.train.oscd"
             )
-        prob = model.predict(feats)
-        prob = np.where(valid, prob, 0.0).astype(np.float32)
-        if model.smooth_sigma > 0:
-            prob = ndimage.gaussian_filter(prob, model.smooth_sigma).astype(np.float32)
-        return prob, valid, model, info
+        prob = np.where(valid, model.predict(feats), 0.0).astype(np.float32)
+        return prob, valid, info
 
     def detect(self, before: xr.DataArray, after: xr.DataArray, settings: DetectSettings | None = None) -> xr.Dataset:
         """Change map of a pair (see :func:`detect_pair_learned`)."""

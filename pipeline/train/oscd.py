@@ -17,7 +17,10 @@ For every band set (see :data:`pipeline.detect.features.BAND_SETS`):
    ``clip(scale * quantile_q(probability), min, max)`` (the threshold does not transfer between cities: the
    model is under-confident on some, so a cut relative to the image's own high-probability level wins);
    the report also gives the strict per-city score where each city's rule comes from the *other* cities'
-   LOCO predictions only;
+   LOCO predictions only. A richer band set's model is shipped averaged with the 4-band model
+   (:data:`BLEND_PARTNER`, the sidecar's ``blend``): its rule is chosen on the mean of the two models' LOCO
+   probabilities (the report keeps the model's own scores as ``loco_alone``), and the 4-band model is
+   trained whenever a richer one is;
 4. the shipped model is trained on all cities and written as ``oscd-<band set>.txt`` (LightGBM text model)
    with the sidecar ``oscd-<band set>.json`` (bands, feature names, threshold, ``adaptive_threshold`` rule,
    smoothing, LOCO scores).
@@ -46,8 +49,8 @@ from pipeline.oscd import HOLDOUT_CITIES, labelled_cities, read_city
 from pipeline.oscd_eval import Scores
 
 __all__ = [
-    "LGB_PARAMS", "CityData", "load_city", "sample_rows", "train_booster", "loco", "select_threshold",
-    "f1_counts", "main",
+    "LGB_PARAMS", "BLEND_PARTNER", "CityData", "load_city", "sample_rows", "train_booster", "loco",
+    "select_threshold", "blend_partners", "blend_probs", "f1_counts", "main",
 ]
 
 SEED = 0
@@ -263,7 +266,37 @@ def loco(
     return probs, secs
 
 
-def _train_band_set(args: argparse.Namespace, band_set: str, cities: list[str]) -> dict[str, Any]:
+#: The band set whose model the richer band sets' models are averaged with (the sidecar's ``blend``):
+#: the 4-band model cannot fit city-specific spectra, and on the OSCD cities left out the mean of the two
+#: models' probabilities scores higher than either (see the module docstring).
+BLEND_PARTNER = "s2-4"
+
+
+def blend_partners(band_set: str) -> list[str]:
+    """Band sets whose models' probabilities are averaged with ``band_set``'s (none for the partner itself)."""
+    return [] if band_set == BLEND_PARTNER else [BLEND_PARTNER]
+
+
+def blend_probs(members: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per city, the mean of the members' LOCO probability maps; 0 where any member is 0 (invalid there)."""
+    out: dict[str, np.ndarray] = {}
+    for c in members[0]:
+        maps = [m[c] for m in members]
+        valid = np.logical_and.reduce([p > 0 for p in maps])
+        out[c] = np.where(valid, np.mean(maps, axis=0), 0.0).astype(np.float32)
+    return out
+
+
+@dataclass
+class _Sampled:
+    names: list[str]
+    data: dict[str, CityData]
+    probs: dict[str, np.ndarray] | None = None  # LOCO probabilities (unsmoothed)
+    secs: dict[str, float] | None = None  # LOCO wall seconds per city
+    loco_seconds: float = 0.0
+
+
+def _sample_and_loco(args: argparse.Namespace, band_set: str, cities: list[str]) -> _Sampled:
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
     data: dict[str, CityData] = {}
@@ -272,18 +305,42 @@ def _train_band_set(args: argparse.Namespace, band_set: str, cities: list[str]) 
         names, data[c] = load_city(args.data, c, band_set, args.pos, args.neg, rng)
     print(f"[{band_set}] {len(names)} features, {sum(len(d.y) for d in data.values())} sampled pixels "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    record: dict[str, Any] = {}
-    sigma, threshold, adaptive = 1.0, 0.5, None
+    out = _Sampled(names, data)
     if args.loco:
         t1 = time.perf_counter()
-        probs, secs = loco(args.data, cities, band_set, data, args.trees, args.threads,
-                           log=lambda m: print(m, flush=True))
-        sel = select_threshold(probs, {c: data[c].label for c in cities})
+        out.probs, out.secs = loco(args.data, cities, band_set, data, args.trees, args.threads,
+                                   log=lambda m: print(m, flush=True))
+        out.loco_seconds = time.perf_counter() - t1
+    return out
+
+
+def _train_band_set(
+    args: argparse.Namespace, band_set: str, cities: list[str], sampled: dict[str, _Sampled]
+) -> dict[str, Any]:
+    own = sampled[band_set]
+    data, names = own.data, own.names
+    partners = blend_partners(band_set)
+    record: dict[str, Any] = {}
+    sigma, threshold, adaptive = 1.0, 0.5, None
+    if own.probs is not None:
+        labels = {c: data[c].label for c in cities}
+        alone = select_threshold(own.probs, labels)
+        sel = alone
+        if partners:
+            sel = select_threshold(blend_probs([own.probs] + [sampled[p].probs for p in partners]), labels)
         sigma, threshold, adaptive = sel["sigma"], sel["threshold"], sel["adaptive"]
-        record = {"loco": sel, "loco_seconds_per_city": secs, "loco_seconds": time.perf_counter() - t1}
-        print(f"[{band_set}] LOCO micro-F1 {sel['micro_f1']:.4f} (sigma {sigma}, threshold {threshold}, "
-              f"adaptive {adaptive}; global threshold only {sel['global']['micro_f1']:.4f}); "
-              f"strict {sel['strict']['micro_f1']:.4f}", flush=True)
+        secs = {c: own.secs[c] + sum(sampled[p].secs[c] for p in partners)  # type: ignore[index]
+                for c in cities}
+        record = {"loco": sel, "loco_seconds_per_city": secs,
+                  "loco_seconds": own.loco_seconds + sum(sampled[p].loco_seconds for p in partners)}
+        if partners:
+            record["blend"] = partners
+            record["loco_alone"] = {k: alone[k] for k in ("micro_f1", "macro_f1", "sigma", "adaptive")}
+            record["loco_alone"]["strict_micro_f1"] = alone["strict"]["micro_f1"]
+        print(f"[{band_set}] LOCO micro-F1 {sel['micro_f1']:.4f}"
+              + (f" averaged with {'+'.join(partners)} (alone {alone['micro_f1']:.4f})" if partners else "")
+              + f" (sigma {sigma}, threshold {threshold}, adaptive {adaptive}; global threshold only "
+              f"{sel['global']['micro_f1']:.4f}); strict {sel['strict']['micro_f1']:.4f}", flush=True)
     t2 = time.perf_counter()
     x = np.concatenate([data[c].x for c in cities])
     y = np.concatenate([data[c].y for c in cities])
@@ -302,6 +359,7 @@ def _train_band_set(args: argparse.Namespace, band_set: str, cities: list[str]) 
         "threshold": threshold,
         "adaptive_threshold": adaptive,
         "smooth_sigma_px": sigma,
+        "blend": partners,
         "coregister": True,
         "normalise": True,
         "model_format": "lightgbm-text",
@@ -346,9 +404,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [s for s in sets if s not in BAND_SETS]
     if unknown:
         p.error(f"unknown band set(s) {unknown}; known: {list(BAND_SETS)}")
+    for s in list(sets):  # a blended model needs its partners' models (and their LOCO predictions)
+        sets += [p for p in blend_partners(s) if p not in sets]
+    sampled = {s: _sample_and_loco(args, s, cities) for s in sets}
     report: dict[str, Any] = {"cities": cities, "band_sets": {}}
     for s in sets:
-        report["band_sets"][s] = _train_band_set(args, s, cities)
+        report["band_sets"][s] = _train_band_set(args, s, cities, sampled)
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
