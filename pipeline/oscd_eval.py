@@ -10,9 +10,9 @@ CVA + Otsu baseline and of the learned chain scored leave-one-city-out (LOCO), i
   ``compoundwatch compare`` reads it (:func:`pipeline.oscd.read_city`).
 * :func:`evaluate_learned` trains one model per city on the *other* cities with the training recipe
   (:mod:`pipeline.train.oscd`: same sampling, seed, LightGBM parameters; for a band set shipped averaged
-  with the 4-band model, both models per city and the mean of their probabilities), chooses the smoothing
-  and decision rule on the pooled LOCO probabilities exactly as training chooses the shipped model's rule
-  (:func:`pipeline.train.oscd.select_threshold`), then predicts each held-out city as ``compare`` does:
+  with the 4-band model, both models per city and the mean of their probabilities), chooses superpixel
+  averaging, the smoothing and decision rule on the pooled LOCO probabilities exactly as training chooses
+  the shipped model's (:func:`pipeline.train.oscd.select_chain`), then predicts each held-out city as ``compare`` does:
   smoothed probability ≥ the (per-image adaptive) threshold on valid pixels, united with extreme CVA changes
   (robust z ≥ :data:`pipeline.detect.pair.STRONG_Z`). The "strict" variant also takes each city's decision
   rule from the other cities' predictions only (nothing about the city is used to score it).
@@ -62,7 +62,8 @@ LEARNED_METHOD = "lgbm-loco"
 
 #: ``progress(phase, city, done)``: called with ``done=False`` when work on ``city`` starts and ``True`` when
 #: it ends; phases ``"baseline"``, ``"sample <band set>"`` (features + training rows) and ``"loco <band set>"``
-#: (one fold), once per band set of the learned chain (the model and the ones it is averaged with).
+#: (one fold), once per band set of the learned chain (the model and the ones it is averaged with), and
+#: ``"superpixels"`` (the city's segments for superpixel averaging).
 Progress = Callable[[str, str, bool], None]
 
 
@@ -272,7 +273,14 @@ def evaluate_learned(
         for c in cities:
             secs[c] += fold_secs[c]
     probs = tr.blend_probs(member_probs) if len(members) > 1 else member_probs[0]
-    sel = tr.select_threshold(probs, labels)
+    segments = {}
+    for c in cities:
+        progress("superpixels", c, False)
+        t0 = time.perf_counter()
+        segments[c] = tr.city_superpixels(Path(root), c, band_set)
+        secs[c] += time.perf_counter() - t0
+        progress("superpixels", c, True)
+    sel, segment_rule, probs = tr.select_chain(probs, labels, segments)
     union = strong or {}
     scores: dict[str, Scores] = {}
     strict: dict[str, Scores] = {}
@@ -290,6 +298,7 @@ def evaluate_learned(
         "source": "loco",
         "band_set": band_set,
         "blend": members[1:],
+        "segment_average": segment_rule,
         "cva_union": strong is not None,
         "decision_rule": {"smooth_sigma_px": sel["sigma"], "adaptive_threshold": sel["adaptive"],
                           "threshold": sel["threshold"]},

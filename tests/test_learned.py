@@ -236,3 +236,26 @@ def test_blend_averages_member_probabilities(tmp_path: Path) -> None:
     out = det.detect(before, after)
     assert out.attrs["method"] == "pair-lgbm-s2-6"
     assert out["change"].values[24:36, 24:36].all()
+
+
+def test_segment_average_from_sidecar(tmp_path: Path) -> None:
+    """A sidecar ``segment_average`` pulls the probability towards its superpixel's mean before smoothing."""
+    from pipeline.detect.segments import SegmentRule, segment_average, superpixels
+
+    bands = BAND_SETS["s2-4"]
+    before, after = _scene(bands, False, 2), _scene(bands, True, 3)
+    _tiny_model(tmp_path, "s2-4")
+    _set_sidecar(tmp_path, "s2-4", smooth_sigma_px=0.0)
+    det = LearnedDetector(tmp_path)
+    plain, valid, model, _ = det.probability(before, after)
+    assert model.segment_rule is None
+    rule = SegmentRule(scale=1e6, min_size=5000, weight=0.5)  # one segment: the image mean
+    _set_sidecar(tmp_path, "s2-4", segment_average=rule.as_dict())
+    averaged, _, model, _ = det.probability(before, after)
+    assert model.segment_rule == rule
+    b = before.values.astype(np.float32)
+    a, _ = prepare_pair(b, after.values.astype(np.float32), list(bands))
+    seg = superpixels(b, a, bands, rule)
+    assert seg.max() == 0
+    np.testing.assert_allclose(averaged, segment_average(plain, seg, 0.5), atol=1e-6)
+    np.testing.assert_allclose(averaged, np.where(valid, (plain + plain.mean()) / 2, 0), atol=1e-6)

@@ -38,6 +38,8 @@ def test_main_trains_the_blend_partner_and_writes_blended_sidecars(tmp_path: Pat
                                                      "oscd-s2-6.txt"]
     six, four = (json.loads((out / f"oscd-{b}.json").read_text()) for b in ("s2-6", "s2-4"))
     assert six["blend"] == ["s2-4"] and four["blend"] == []
+    for side in (six, four):  # chosen on the LOCO maps: the rule, or None when the plain maps pool higher
+        assert side["segment_average"] in (None, {"scale": 100.0, "sigma": 0.5, "min_size": 20, "weight": 0.5})
     assert six["features"] == feature_names("s2-6") and four["features"] == feature_names("s2-4")
     doc = json.loads(report.read_text())
     assert set(doc["band_sets"]) == {"s2-6", "s2-4"}
@@ -55,3 +57,25 @@ def test_main_trains_the_blend_partner_and_writes_blended_sidecars(tmp_path: Pat
     assert oc.label is not None
     tp = int((det["change"].values & oc.label).sum())
     assert tp >= 0.6 * city.n_change
+
+
+def test_select_chain_keeps_superpixel_averaging_only_when_it_helps() -> None:
+    rng = np.random.default_rng(0)
+    labels, probs, segs = {}, {}, {}
+    for i in range(3):
+        lab = np.zeros((40, 40), bool)
+        lab[10:20, 10:20] = True
+        seg = np.zeros((40, 40), np.int64)
+        seg[10:20, 10:20] = 1
+        p = np.where(lab, rng.uniform(0.2, 0.9, lab.shape), rng.uniform(0.01, 0.5, lab.shape)).astype(np.float32)
+        labels[f"c{i}"], probs[f"c{i}"], segs[f"c{i}"] = lab, p, seg
+    sel, rule, maps = tr.select_chain(probs, labels, segs)
+    assert rule is not None and sel["micro_f1"] > sel["without_segments_micro_f1"]  # the roof segment helps
+    assert not np.allclose(maps["c0"], probs["c0"])
+    from pipeline.detect.segments import SegmentRule
+
+    # a weight of 0 leaves the maps as they are: no gain, so the plain maps are kept
+    sel2, rule2, maps2 = tr.select_chain(probs, labels, segs, SegmentRule(weight=0.0))
+    assert rule2 is None and maps2 is probs and sel2["micro_f1"] == sel2["with_segments_micro_f1"]
+    sel3, rule3, _ = tr.select_chain(probs, labels, None)
+    assert rule3 is None and sel3["micro_f1"] == sel2["micro_f1"]

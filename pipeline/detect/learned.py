@@ -11,6 +11,8 @@ The chain for a BEFORE/AFTER pair on one grid (``(band, y, x)`` reflectance, uni
    probability of urban change; when the sidecar names ``blend`` band sets (the 4-band model for the richer
    ones), their models run steps 2-4 on their own bands and the probabilities are averaged (a 13-band model
    fits city-specific spectra that the 4-band one cannot: the mean generalises better to unseen cities);
+   with the sidecar's ``segment_average`` each pixel's probability is pulled towards the mean of its
+   superpixel (:mod:`pipeline.detect.segments`, cut on the pair prepared for the model's own bands);
    the probability is smoothed by a small Gaussian (``smooth_sigma_px`` of the model's sidecar)
    and thresholded per image: ``clip(scale * quantile_q(probability), min, max)`` when the sidecar has
    ``adaptive_threshold`` (the image's own high-probability level sets the cut, so a city where the model
@@ -19,7 +21,7 @@ The chain for a BEFORE/AFTER pair on one grid (``(band, y, x)`` reflectance, uni
 
 Models live in ``pipeline/data/models/`` as ``oscd-<band set>.txt`` (LightGBM text format) with a JSON
 sidecar ``oscd-<band set>.json`` (band set, bands, feature names, threshold, optional ``adaptive_threshold``
-rule, optional ``blend``, smoothing, training record)
+rule, optional ``blend`` and ``segment_average``, smoothing, training record)
 and are read with :mod:`importlib.resources`. Detectors never open scene files.
 """
 
@@ -38,6 +40,7 @@ from scipy import ndimage
 
 from pipeline.config import DetectSettings
 from pipeline.detect.features import BAND_SETS, MIN_BANDS, build_features, choose_band_set
+from pipeline.detect.segments import SegmentRule, segment_average, superpixels
 from pipeline.errors import BandError, DetectionError
 from pipeline.preprocess.coregister import coregister
 from pipeline.preprocess.normalise import normalise_to
@@ -93,6 +96,12 @@ class LearnedModel:
     def blend(self) -> list[str]:
         """Band sets whose models' probabilities are averaged with this one's (the sidecar's ``blend``)."""
         return [str(b) for b in self.meta.get("blend") or []]
+
+    @property
+    def segment_rule(self) -> SegmentRule | None:
+        """Superpixel averaging of the (blended) probability (the sidecar's ``segment_average``), or None."""
+        rule = self.meta.get("segment_average")
+        return SegmentRule.from_dict(rule) if rule else None
 
     @property
     def smooth_sigma(self) -> float:
@@ -223,7 +232,7 @@ class LearnedDetector:
             raise BandError(f"both scenes need bands {list(MIN_BANDS)}; missing in one of them: {missing}")
         band_set = self.band_set or choose_band_set(common, self.available)
         model = load_model(band_set, self.model_dir)
-        prob, valid, info = self._member(before, after, model)
+        prob, valid, info, (b, a) = self._member(before, after, model)
         if model.blend:
             missing = [m for m in model.blend
                        if m not in self.available or not set(BAND_SETS[m]) <= set(common)]
@@ -234,18 +243,22 @@ class LearnedDetector:
                     "python -m pipeline.train.oscd"
                 )
             for other in model.blend:
-                p, v, _ = self._member(before, after, load_model(other, self.model_dir))
+                p, v, _, _ = self._member(before, after, load_model(other, self.model_dir))
                 prob += p
                 valid &= v
             prob = np.where(valid, prob / (1 + len(model.blend)), 0.0).astype(np.float32)
+        if model.segment_rule is not None:
+            rule = model.segment_rule
+            prob = segment_average(prob, superpixels(b, a, BAND_SETS[model.band_set], rule), rule.weight)
         if model.smooth_sigma > 0:
             prob = ndimage.gaussian_filter(prob, model.smooth_sigma).astype(np.float32)
         return prob, valid, model, info
 
     def _member(
         self, before: xr.DataArray, after: xr.DataArray, model: LearnedModel
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        """One model's unsmoothed probability (0 outside valid), its valid mask and preprocessing info."""
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], tuple[np.ndarray, np.ndarray]]:
+        """One model's unsmoothed probability (0 outside valid), its valid mask, preprocessing info and the
+        ``(band, y, x)`` BEFORE and prepared AFTER arrays of its bands."""
         use = list(BAND_SETS[model.band_set])
         b = before.sel(band=use).values.astype(np.float32)
         a = after.sel(band=use).values.astype(np.float32)
@@ -263,7 +276,7 @@ class LearnedDetector:
                 "python -m pipeline.train.oscd"
             )
         prob = np.where(valid, model.predict(feats), 0.0).astype(np.float32)
-        return prob, valid, info
+        return prob, valid, info, (b, a)
 
     def detect(self, before: xr.DataArray, after: xr.DataArray, settings: DetectSettings | None = None) -> xr.Dataset:
         """Change map of a pair (see :func:`detect_pair_learned`)."""

@@ -20,7 +20,9 @@ For every band set (see :data:`pipeline.detect.features.BAND_SETS`):
    LOCO predictions only. A richer band set's model is shipped averaged with the 4-band model
    (:data:`BLEND_PARTNER`, the sidecar's ``blend``): its rule is chosen on the mean of the two models' LOCO
    probabilities (the report keeps the model's own scores as ``loco_alone``), and the 4-band model is
-   trained whenever a richer one is;
+   trained whenever a richer one is. Superpixel averaging of the probability
+   (:mod:`pipeline.detect.segments`, the sidecar's ``segment_average``) is kept when it raises the pooled
+   LOCO micro-F1 (:func:`select_chain`);
 4. the shipped model is trained on all cities and written as ``oscd-<band set>.txt`` (LightGBM text model)
    with the sidecar ``oscd-<band set>.json`` (bands, feature names, threshold, ``adaptive_threshold`` rule,
    smoothing, LOCO scores).
@@ -45,12 +47,14 @@ from scipy import ndimage
 
 from pipeline.detect.features import BAND_SETS, build_features
 from pipeline.detect.learned import prepare_pair
+from pipeline.detect.segments import SegmentRule, segment_average, superpixels
 from pipeline.oscd import HOLDOUT_CITIES, labelled_cities, read_city
 from pipeline.oscd_eval import Scores
 
 __all__ = [
     "LGB_PARAMS", "BLEND_PARTNER", "CityData", "load_city", "sample_rows", "train_booster", "loco",
-    "select_threshold", "blend_partners", "blend_probs", "f1_counts", "main",
+    "select_threshold", "select_chain", "city_superpixels", "blend_partners", "blend_probs", "f1_counts",
+    "main",
 ]
 
 SEED = 0
@@ -83,14 +87,45 @@ class CityData:
     shape: tuple[int, int]
 
 
-def _city_arrays(root: Path, city: str, band_set: str) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+def _prepared(root: Path, city: str, band_set: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     bands = list(BAND_SETS[band_set])
     oc = read_city(root, city, bands)
     assert oc.label is not None
     b = oc.before.values.astype(np.float32)
     a, _ = prepare_pair(b, oc.after.values.astype(np.float32), bands)
-    names, feats, valid = build_features(b, a, bands, band_set)
-    return names, feats, valid, oc.label
+    return b, a, oc.label
+
+
+def _city_arrays(root: Path, city: str, band_set: str) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    b, a, label = _prepared(root, city, band_set)
+    names, feats, valid = build_features(b, a, BAND_SETS[band_set], band_set)
+    return names, feats, valid, label
+
+
+def city_superpixels(root: Path, city: str, band_set: str, rule: SegmentRule = SegmentRule()) -> np.ndarray:
+    """Superpixel labels of a city's pair as ``compare`` cuts them for a ``band_set`` model."""
+    b, a, _ = _prepared(root, city, band_set)
+    return superpixels(b, a, BAND_SETS[band_set], rule)
+
+
+def select_chain(
+    probs: dict[str, np.ndarray], labels: dict[str, np.ndarray], segments: dict[str, np.ndarray] | None,
+    rule: SegmentRule = SegmentRule(),
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, np.ndarray]]:
+    """The decision rule (:func:`select_threshold`) of LOCO maps with or without superpixel averaging
+    (``segments``: labels per city, or None for without), whichever pools the higher micro-F1.
+
+    Returns the selection, the ``segment_average`` rule (a dict, or None when the plain maps win) and the
+    maps the selection was made on.
+    """
+    sel = select_threshold(probs, labels)
+    if segments is None:
+        return sel, None, probs
+    averaged = {c: segment_average(probs[c], segments[c], rule.weight) for c in probs}
+    sel_avg = select_threshold(averaged, labels)
+    if sel_avg["micro_f1"] > sel["micro_f1"]:
+        return {**sel_avg, "without_segments_micro_f1": sel["micro_f1"]}, rule.as_dict(), averaged
+    return {**sel, "with_segments_micro_f1": sel_avg["micro_f1"]}, None, probs
 
 
 def load_city(
@@ -322,23 +357,26 @@ def _train_band_set(
     partners = blend_partners(band_set)
     record: dict[str, Any] = {}
     sigma, threshold, adaptive = 1.0, 0.5, None
+    segment_rule: dict[str, Any] | None = None
     if own.probs is not None:
         labels = {c: data[c].label for c in cities}
         alone = select_threshold(own.probs, labels)
-        sel = alone
-        if partners:
-            sel = select_threshold(blend_probs([own.probs] + [sampled[p].probs for p in partners]), labels)
+        maps = blend_probs([own.probs] + [sampled[p].probs for p in partners]) if partners else own.probs
+        segments = {c: city_superpixels(args.data, c, band_set) for c in cities}
+        sel, segment_rule, _ = select_chain(maps, labels, segments)
         sigma, threshold, adaptive = sel["sigma"], sel["threshold"], sel["adaptive"]
         secs = {c: own.secs[c] + sum(sampled[p].secs[c] for p in partners)  # type: ignore[index]
                 for c in cities}
         record = {"loco": sel, "loco_seconds_per_city": secs,
                   "loco_seconds": own.loco_seconds + sum(sampled[p].loco_seconds for p in partners)}
+        record["segment_average"] = segment_rule
         if partners:
             record["blend"] = partners
             record["loco_alone"] = {k: alone[k] for k in ("micro_f1", "macro_f1", "sigma", "adaptive")}
             record["loco_alone"]["strict_micro_f1"] = alone["strict"]["micro_f1"]
         print(f"[{band_set}] LOCO micro-F1 {sel['micro_f1']:.4f}"
               + (f" averaged with {'+'.join(partners)} (alone {alone['micro_f1']:.4f})" if partners else "")
+              + (" and per superpixel" if segment_rule else "")
               + f" (sigma {sigma}, threshold {threshold}, adaptive {adaptive}; global threshold only "
               f"{sel['global']['micro_f1']:.4f}); strict {sel['strict']['micro_f1']:.4f}", flush=True)
     t2 = time.perf_counter()
@@ -360,6 +398,7 @@ def _train_band_set(
         "adaptive_threshold": adaptive,
         "smooth_sigma_px": sigma,
         "blend": partners,
+        "segment_average": segment_rule,
         "coregister": True,
         "normalise": True,
         "model_format": "lightgbm-text",
