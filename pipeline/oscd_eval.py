@@ -12,10 +12,11 @@ CVA + Otsu baseline and of the learned chain scored leave-one-city-out (LOCO), i
   (:mod:`pipeline.train.oscd`: same sampling, seed, LightGBM parameters; for a band set shipped averaged
   with the 4-band model, both models per city and the mean of their probabilities), chooses superpixel
   averaging, the smoothing and decision rule on the pooled LOCO probabilities exactly as training chooses
-  the shipped model's (:func:`pipeline.train.oscd.select_chain`), then predicts each held-out city as ``compare`` does:
-  smoothed probability ≥ the (per-image adaptive) threshold on valid pixels, united with extreme CVA changes
-  (robust z ≥ :data:`pipeline.detect.pair.STRONG_Z`). The "strict" variant also takes each city's decision
-  rule from the other cities' predictions only (nothing about the city is used to score it).
+  the shipped model's (:func:`pipeline.train.oscd.select_chain`), then predicts each held-out city as
+  ``compare`` does: smoothed probability ≥ the (per-image adaptive) threshold on valid pixels, united with
+  extreme CVA changes (robust z ≥ :data:`pipeline.detect.pair.STRONG_Z`). The "strict" variant also takes
+  each city's decision rule from the other cities' predictions only (nothing about the city is used to
+  score it).
 * :func:`learned_from_report` reuses the LOCO section of a training report
   (``python -m pipeline.train.oscd --report``) instead of retraining: the classifier alone, without the
   CVA union (the report keeps counts, not probabilities).
@@ -61,9 +62,9 @@ BASELINE_METHOD = "cva-otsu"
 LEARNED_METHOD = "lgbm-loco"
 
 #: ``progress(phase, city, done)``: called with ``done=False`` when work on ``city`` starts and ``True`` when
-#: it ends; phases ``"baseline"``, ``"sample <band set>"`` (features + training rows) and ``"loco <band set>"``
-#: (one fold), once per band set of the learned chain (the model and the ones it is averaged with), and
-#: ``"superpixels"`` (the city's segments for superpixel averaging).
+#: it ends; phases ``"baseline"``, ``"sample <band set>"`` (features + training rows) and
+#: ``"loco <band set>"`` (one fold), once per band set of the learned chain (the model and the ones it is
+#: averaged with).
 Progress = Callable[[str, str, bool], None]
 
 
@@ -249,6 +250,7 @@ def evaluate_learned(
         raise ConfigError("leave-one-city-out needs at least 2 cities")
     members = [band_set] + tr.blend_partners(band_set)  # the shipped chain averages these models
     member_probs: list[dict[str, np.ndarray]] = []
+    segments: dict[str, np.ndarray] = {}  # of the chain's own band set, cut in its folds
     secs = dict.fromkeys(cities, 0.0)
     labels: dict[str, np.ndarray] = {}
     for bs in members:
@@ -268,18 +270,12 @@ def evaluate_learned(
                 progress(f"loco {bs}", cities[len(folds_done)], False)
 
         progress(f"loco {bs}", cities[0], False)
-        probs, fold_secs = tr.loco(Path(root), cities, bs, data, recipe.n_trees, recipe.threads, log=log)
+        probs, fold_secs = tr.loco(Path(root), cities, bs, data, recipe.n_trees, recipe.threads, log=log,
+                                   segments=segments if bs == band_set else None)
         member_probs.append(probs)
         for c in cities:
             secs[c] += fold_secs[c]
     probs = tr.blend_probs(member_probs) if len(members) > 1 else member_probs[0]
-    segments = {}
-    for c in cities:
-        progress("superpixels", c, False)
-        t0 = time.perf_counter()
-        segments[c] = tr.city_superpixels(Path(root), c, band_set)
-        secs[c] += time.perf_counter() - t0
-        progress("superpixels", c, True)
     sel, segment_rule, probs = tr.select_chain(probs, labels, segments)
     union = strong or {}
     scores: dict[str, Scores] = {}

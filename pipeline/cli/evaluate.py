@@ -152,7 +152,7 @@ def oscd(
         )
 
     result = ev.learned_from_report(from_report, band_set, chosen) if from_report is not None else None
-    labels = {"baseline": "CVA + Otsu", "sample": "features", "loco": "LOCO folds", "superpixels": "superpixels"}
+    labels = {"baseline": "CVA + Otsu", "sample": "features", "loco": "LOCO folds"}
     columns = (SpinnerColumn(), TextColumn("[bold]{task.description:<17}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[city]}"))
     with Progress(*columns, console=console, transient=False) as bars:

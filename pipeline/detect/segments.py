@@ -56,8 +56,8 @@ def superpixels(
     """Felzenszwalb segment labels ``(y, x)`` (int, 0..n-1) of a co-registered pair.
 
     ``before`` and ``after`` are ``(band, y, x)`` reflectance (unitless 0-1, NaN = no data) on one grid with
-    band names ``bands``, which must include :data:`SEGMENT_BANDS`. Each of the 8 channels (4 bands × 2 dates)
-    is stretched between its 1st and 99th percentile, so no band or date dominates.
+    band names ``bands``, which must include :data:`SEGMENT_BANDS`. Each of the 8 channels (4 bands ×
+    2 dates) is stretched between its 1st and 99th percentile, so no band or date dominates.
     """
     from skimage.segmentation import felzenszwalb
 
@@ -66,12 +66,13 @@ def superpixels(
     image = np.stack(channels, -1)
     with warnings.catch_warnings():  # 8 channels are meant: skimage warns on any third dimension beyond 4
         warnings.filterwarnings("ignore", "Got image with third dimension", RuntimeWarning)
-        return felzenszwalb(image, scale=rule.scale, sigma=rule.sigma, min_size=rule.min_size, channel_axis=-1)
+        return felzenszwalb(image, scale=rule.scale, sigma=rule.sigma, min_size=rule.min_size,
+                            channel_axis=-1)
 
 
 def segment_average(prob: np.ndarray, labels: np.ndarray, weight: float = 0.5) -> np.ndarray:
-    """``(1 - weight) * prob + weight * mean of prob over the pixel's segment`` (float32, 0 where ``prob`` is 0,
-    i.e. outside valid data)."""
+    """``(1 - weight) * prob + weight * mean of prob over the pixel's segment`` (float32; 0 where ``prob``
+    is 0, i.e. outside valid data)."""
     seg = labels.ravel()
     n = int(seg.max()) + 1
     sums = np.bincount(seg, prob.ravel().astype(np.float64), n)

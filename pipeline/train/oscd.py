@@ -53,7 +53,7 @@ from pipeline.oscd_eval import Scores
 
 __all__ = [
     "LGB_PARAMS", "BLEND_PARTNER", "CityData", "load_city", "sample_rows", "train_booster", "loco",
-    "select_threshold", "select_chain", "city_superpixels", "blend_partners", "blend_probs", "f1_counts",
+    "select_threshold", "select_chain", "blend_partners", "blend_probs", "f1_counts",
     "main",
 ]
 
@@ -100,12 +100,6 @@ def _city_arrays(root: Path, city: str, band_set: str) -> tuple[list[str], np.nd
     b, a, label = _prepared(root, city, band_set)
     names, feats, valid = build_features(b, a, BAND_SETS[band_set], band_set)
     return names, feats, valid, label
-
-
-def city_superpixels(root: Path, city: str, band_set: str, rule: SegmentRule = SegmentRule()) -> np.ndarray:
-    """Superpixel labels of a city's pair as ``compare`` cuts them for a ``band_set`` model."""
-    b, a, _ = _prepared(root, city, band_set)
-    return superpixels(b, a, BAND_SETS[band_set], rule)
 
 
 def select_chain(
@@ -281,11 +275,13 @@ def _scores(c: np.ndarray) -> dict[str, float]:
 
 def loco(
     root: Path, cities: Sequence[str], band_set: str, data: dict[str, CityData], n_trees: int = N_TREES,
-    threads: int = 2, log: Any = print,
+    threads: int = 2, log: Any = print, segments: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Leave-one-city-out probabilities (unsmoothed, 0 outside valid) and wall seconds per city.
 
     The wall time per city covers training the fold model and predicting the city (features included).
+    ``segments``, when given, is filled with each city's superpixel labels, cut as ``compare`` cuts them
+    (:func:`pipeline.detect.segments.superpixels`) from the pair the fold reads anyway.
     """
     probs: dict[str, np.ndarray] = {}
     secs: dict[str, float] = {}
@@ -294,8 +290,11 @@ def loco(
         x = np.concatenate([data[k].x for k in cities if k != c])
         y = np.concatenate([data[k].y for k in cities if k != c])
         booster = train_booster(x, y, n_trees, threads)
-        _, feats, valid, _ = _city_arrays(root, c, band_set)
+        b, a, _ = _prepared(root, c, band_set)
+        _, feats, valid = build_features(b, a, BAND_SETS[band_set], band_set)
         probs[c] = np.where(valid, _predict_full(booster, feats), 0.0).astype(np.float32)
+        if segments is not None:
+            segments[c] = superpixels(b, a, BAND_SETS[band_set])
         secs[c] = time.perf_counter() - t0
         log(f"  LOCO {band_set} {c}: {secs[c]:.1f} s")
     return probs, secs
@@ -328,6 +327,7 @@ class _Sampled:
     data: dict[str, CityData]
     probs: dict[str, np.ndarray] | None = None  # LOCO probabilities (unsmoothed)
     secs: dict[str, float] | None = None  # LOCO wall seconds per city
+    segments: dict[str, np.ndarray] | None = None  # superpixel labels per city (cut during LOCO)
     loco_seconds: float = 0.0
 
 
@@ -343,8 +343,9 @@ def _sample_and_loco(args: argparse.Namespace, band_set: str, cities: list[str])
     out = _Sampled(names, data)
     if args.loco:
         t1 = time.perf_counter()
+        out.segments = {}
         out.probs, out.secs = loco(args.data, cities, band_set, data, args.trees, args.threads,
-                                   log=lambda m: print(m, flush=True))
+                                   log=lambda m: print(m, flush=True), segments=out.segments)
         out.loco_seconds = time.perf_counter() - t1
     return out
 
@@ -362,8 +363,7 @@ def _train_band_set(
         labels = {c: data[c].label for c in cities}
         alone = select_threshold(own.probs, labels)
         maps = blend_probs([own.probs] + [sampled[p].probs for p in partners]) if partners else own.probs
-        segments = {c: city_superpixels(args.data, c, band_set) for c in cities}
-        sel, segment_rule, _ = select_chain(maps, labels, segments)
+        sel, segment_rule, _ = select_chain(maps, labels, own.segments)
         sigma, threshold, adaptive = sel["sigma"], sel["threshold"], sel["adaptive"]
         secs = {c: own.secs[c] + sum(sampled[p].secs[c] for p in partners)  # type: ignore[index]
                 for c in cities}
