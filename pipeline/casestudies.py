@@ -47,6 +47,8 @@ __all__ = [
     "TOP_N",
     "DABANCHENG_PARAMS",
     "DABANCHENG_PAIR_TESTS",
+    "DABANCHENG_FOOTPRINTS",
+    "footprint_coverage",
     "dabancheng_settings",
     "rank_by_confidence",
     "match_points",
@@ -347,8 +349,33 @@ def evaluate_dabancheng(
 #: The bi-temporal tests of the data's README: (name, BEFORE date, AFTER date, facilities expected).
 DABANCHENG_PAIR_TESTS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("new compound", "2017-03-02", "2018-10-11", ("facility_1",)),
-    ("expansion", "2018-10-11", "2020-06-02", ("facility_1", "facility_2")),
+    ("expansion", "2018-10-11", "2020-06-02", ("facility_2",)),
 )
+#: Footprints of what each pair must flag (digitised by us from the AFTER image, ~20 m accuracy), by pair name.
+DABANCHENG_FOOTPRINTS = REPO / "configs" / "dabancheng_footprints.geojson"
+FOOTPRINT_OF_PAIR = {"new compound": "facility_1_2018", "expansion": "facility_2_2020"}
+
+
+def footprint_coverage(ranked: gpd.GeoDataFrame, footprint: Any, crs: Any) -> dict[str, Any]:
+    """How the flags ``ranked`` (confidence order) cover a ``footprint`` polygon given in ``crs``.
+
+    ``coverage``: share of the footprint's area under any flag; ``best_rank``/``best_share``: the flag that
+    covers most of it (1-based rank, share of the footprint), None without any overlap. Areas in the
+    flags' metric CRS.
+    """
+    metric = _metric_crs(ranked) if len(ranked) else None
+    if metric is None:
+        return {"coverage": 0.0, "best_rank": None, "best_share": 0.0}
+    poly = gpd.GeoSeries([footprint], crs=crs).to_crs(metric).iloc[0]
+    geoms = ranked.geometry.to_crs(metric)
+    inter = geoms.intersection(poly).area.to_numpy()
+    covered = float(geoms.union_all().intersection(poly).area / poly.area)
+    best = int(np.argmax(inter)) if inter.max(initial=0.0) > 0 else None
+    return {
+        "coverage": round(covered, 4),
+        "best_rank": None if best is None else best + 1,
+        "best_share": 0.0 if best is None else round(float(inter[best] / poly.area), 4),
+    }
 
 
 def _dabancheng_scene(root: Path, date: str) -> xr.DataArray:
@@ -366,14 +393,16 @@ def dabancheng_pairs(
     """The README's bi-temporal tests through the ``compare`` chain (:func:`compare_scenes`).
 
     ``2017-03-02 → 2018-10-11`` (new compound: Facility #1 must be flagged) and
-    ``2018-10-11 → 2020-06-02`` (expansion: Facility #2 and the extension of #1), each read as
+    ``2018-10-11 → 2020-06-02`` (expansion: Facility #2, new in 2020), each read as
     ``compoundwatch compare`` reads it (``--bands B04,B03,B02`` for the 3-band exports), with ``settings``
     (detect and flag sections; default :func:`dabancheng_settings`). Each result: ``name``, ``before``,
     ``after``, ``method``, ``n_flags``, ``expected``, ``facilities`` (:func:`match_points`),
-    ``expected_in_top``, ``top`` and ``seconds``.
+    ``expected_in_top``, ``top``, ``seconds`` and ``footprint`` (:func:`footprint_coverage` of the footprint in
+    :data:`DABANCHENG_FOOTPRINTS` that the pair must flag).
     """
     root = _check_root(Path(root), "Dabancheng")
     settings = settings or dabancheng_settings(root)
+    footprints = gpd.read_file(DABANCHENG_FOOTPRINTS)
     out = []
     for name, before, after, expected in DABANCHENG_PAIR_TESTS:
         t0 = time.perf_counter()
@@ -382,11 +411,14 @@ def dabancheng_pairs(
         seconds = time.perf_counter() - t0
         ranked = rank_by_confidence(flags)
         facilities = match_points(ranked, DABANCHENG_FACILITIES, tolerance_m)
+        fp = footprints[footprints["key"] == FOOTPRINT_OF_PAIR[name]]
         out.append({
             "name": name, "before": before, "after": after, "method": str(pair.attrs.get("method")),
             "n_flags": len(ranked), "expected": list(expected), "facilities": facilities,
             "expected_in_top": all((facilities[k]["rank"] or top_n + 1) <= top_n for k in expected),
             "top": _flag_summary(ranked, top_n), "seconds": round(seconds, 2),
+            "footprint": {"key": FOOTPRINT_OF_PAIR[name],
+                          **footprint_coverage(ranked, fp.geometry.iloc[0], fp.crs)},
         })
     return out
 

@@ -49,6 +49,7 @@ __all__ = [
     "canonical_band",
     "read_scene",
     "align",
+    "pixel_size_m",
     "write_change_raster",
     "CHANGE",
     "NO_CHANGE",
@@ -395,6 +396,24 @@ def align(after: xr.DataArray, before: xr.DataArray) -> xr.DataArray:
     out = out.rio.write_crs(before.rio.crs).rio.write_transform(before.rio.transform())
     out.attrs = dict(after.attrs)
     return out.rio.write_nodata(np.nan, encoded=False)
+
+
+def pixel_size_m(scene: xr.DataArray) -> float | None:
+    """The scene's pixel size in metres (geometric mean of x and y; degrees converted at the scene's
+    centre latitude), or None when it has no CRS."""
+    crs = scene.rio.crs
+    if crs is None:
+        return None
+    t = scene.rio.transform()
+    dx, dy = abs(t.a), abs(t.e)
+    if crs.is_geographic:
+        lat = float(np.mean(scene["y"].values))
+        dx *= 111_320.0 * np.cos(np.radians(lat))
+        dy *= 110_574.0
+    else:
+        factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+        dx, dy = dx * factor, dy * factor
+    return float(np.sqrt(dx * dy))
 
 
 def write_change_raster(change: xr.DataArray, valid: xr.DataArray, path: str | Path) -> Path:

@@ -154,9 +154,13 @@ def test_dabancheng_both_facilities_flagged_among_the_top5(dabancheng: dict) -> 
 @shared
 def test_dabancheng_pairs_through_the_compare_chain(dabancheng_pairs_result: list) -> None:
     new, expansion = dabancheng_pairs_result  # dabancheng_pairs(DABANCHENG_ROOT), once per session (conftest)
-    assert new["method"] == expansion["method"] == "pair-cva-normalised"  # true colour: no model fits
-    assert new["facilities"]["facility_1"]["flagged"]          # the new compound (a fragment over the point)
-    assert expansion["expected_in_top"]                          # #1's extension and #2 in the top 5
+    assert new["method"] == expansion["method"] == "pair-unet-rgb"  # true colour: the spatial model
+    # most of each footprint digitised from the AFTER image is flagged, by one of the 3 most confident flags
+    for pair in (new, expansion):
+        assert pair["footprint"]["coverage"] > 0.6
+        assert pair["footprint"]["best_share"] > 0.5 and pair["footprint"]["best_rank"] <= 3
+    assert new["facilities"]["facility_1"]["rank"] <= 3
+    assert expansion["facilities"]["facility_2"]["rank"] <= 3
     assert expansion["facilities"]["facility_2"]["appeared_before"] == "2020-06-02"
 
 

@@ -9,6 +9,7 @@ import xarray as xr
 
 from pipeline.config import DetectSettings
 from pipeline.detect import detect_pair, detect_series
+from pipeline.detect.pair import _detect_pair_cva_normalised
 from pipeline.detect.persistence import nan_lower_quantile
 from pipeline.detect.threshold import otsu_threshold
 from pipeline.errors import BandError, DetectionError
@@ -103,11 +104,12 @@ def test_pair_detects_new_roofs_and_needs_visible_bands():
     assert det["change"].values[4:12, 4:12].all()
     assert det["change"].values.sum() == 64
     assert not det["valid"].values[0, 0]
-    # a true-colour pair (no model fits): normalised CVA, no vegetation gate; an AFTER with another display
-    # stretch (gain 1.8, offset 0.03) finds the same roofs
+    # a true-colour pair runs the spatial model; where no model fits, normalised CVA (no vegetation gate):
+    # an AFTER with another display stretch (gain 1.8, offset 0.03) finds the same roofs
     rgb = ["B02", "B03", "B04"]
     stretched = after.sel(band=rgb) * 1.8 + 0.03
-    det_rgb = detect_pair(before.sel(band=rgb), stretched, DetectSettings())
+    assert detect_pair(before.sel(band=rgb), stretched, DetectSettings()).attrs["method"] == "pair-unet-rgb"
+    det_rgb = _detect_pair_cva_normalised(before.sel(band=rgb), stretched, DetectSettings(), rgb)
     assert det_rgb.attrs["method"] == "pair-cva-normalised"
     assert all(0.45 <= g <= 0.65 for g in det_rgb.attrs["gains"])  # ~1/1.8 (noise-only scene: rough)
     assert det_rgb["change"].values[4:12, 4:12].all()
@@ -168,5 +170,5 @@ def test_pair_uses_the_learned_model_when_one_fits_the_bands():
     assert det["change"].values[14:26, 14:26].mean() > 0.9
     assert det["change"].values[:8, :8].sum() == 0
     with pytest.raises(BandError, match="no shipped model"):
-        detect_pair(before.sel(band=["B02", "B03", "B04"]), after.sel(band=["B02", "B03", "B04"]),
+        detect_pair(before.sel(band=["B02", "B03"]), after.sel(band=["B02", "B03"]),
                      DetectSettings(pair_method="learned"))

@@ -33,7 +33,7 @@ from pipeline.errors import CompoundwatchError, ConfigError
 from pipeline.flag import to_wgs84, vectorise
 from pipeline.grid import utm_epsg
 from pipeline.publish.geojson import write_geojson
-from pipeline.scenes import align, read_scene, write_change_raster
+from pipeline.scenes import align, pixel_size_m, read_scene, write_change_raster
 
 __all__ = ["compare", "compare_scenes", "pair_detection", "COMPARE_SITE_ID"]
 
@@ -169,7 +169,7 @@ def compare_scenes(
     flags in their UTM CRS, ranked by confidence (``site_id`` :data:`COMPARE_SITE_ID`).
     """
     aligned = align(scene_a, scene_b)
-    pair = detect_pair(scene_b, aligned, settings.detect)
+    pair = detect_pair(scene_b, aligned, settings.detect, pixel_m=pixel_size_m(scene_b))
     det = pair_detection(pair, scene_b, aligned)
     if det.rio.crs.is_geographic:
         det = _to_utm(det)

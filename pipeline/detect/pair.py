@@ -32,7 +32,7 @@ from pipeline.detect.persistence import confidence_from_score
 from pipeline.detect.threshold import otsu_threshold
 from pipeline.errors import BandError, DetectionError
 
-__all__ = ["detect_pair", "detect_pair_cva", "MIN_BANDS", "CVA_MIN_BANDS", "STRONG_Z"]
+__all__ = ["detect_pair", "detect_pair_cva", "best_learned_chain", "MIN_BANDS", "CVA_MIN_BANDS", "STRONG_Z"]
 
 MIN_BANDS = config.MIN_BANDS
 #: Bands the CVA chain needs (the visible ones); B08 adds the vegetation gate, B11 the built-up indices.
@@ -41,19 +41,29 @@ STRONG_Z = 15.0  # robust z of the CVA magnitude above which a change is taken w
 METHOD = "pair-cva"
 
 
-def detect_pair(before: xr.DataArray, after: xr.DataArray, settings: DetectSettings) -> xr.Dataset:
+def detect_pair(
+    before: xr.DataArray, after: xr.DataArray, settings: DetectSettings, pixel_m: float | None = None
+) -> xr.Dataset:
     """Detect change between two reflectance scenes on the same grid with the best available chain.
 
-    Same parameters and result as :func:`detect_pair_cva`; with the learned chain ``score`` is a change
-    probability (0-1), ``threshold`` a probability and ``method`` ``pair-lgbm-<band set>``.
+    Same parameters and result as :func:`detect_pair_cva`; with a learned chain ``score`` is a change
+    probability (0-1), ``threshold`` a probability and ``method`` ``pair-unet-<band set>`` (the spatial
+    model, :mod:`pipeline.detect.unet`) or ``pair-lgbm-<band set>+cva`` (the pixel classifier). Where both
+    fit the bands, the one with the higher strict cross-validated micro-F1 over the OSCD cities runs
+    (:func:`best_learned_chain`). ``pixel_m``: the grid's pixel size in metres, for the spatial model's
+    resampling to its 10 m (None: 10 m).
     """
     if settings.pair_method is not PairMethod.CVA:
-        from pipeline.detect.learned import LearnedDetector  # lightgbm is imported only when used
-
-        learned = LearnedDetector()
         common = [b for b in map(str, before["band"].values) if b in set(map(str, after["band"].values))]
-        if learned.supports(common):
-            det = learned.detect(before, after, settings)
+        chain = best_learned_chain(common)
+        if chain is not None and chain[0] == "unet":
+            from pipeline.detect.unet import detect_pair_unet
+
+            return detect_pair_unet(before, after, chain[1], pixel_m=pixel_m)
+        if chain is not None:
+            from pipeline.detect.learned import LearnedDetector  # lightgbm is imported only when used
+
+            det = LearnedDetector().detect(before, after, settings)
             cva = detect_pair_cva(before, after, settings)
             strong = cva["change"] & (cva["score"] >= STRONG_Z)
             det["change"] = det["change"] | strong
@@ -64,10 +74,36 @@ def detect_pair(before: xr.DataArray, after: xr.DataArray, settings: DetectSetti
         if settings.pair_method is PairMethod.LEARNED:
             raise BandError(
                 f"detect.pair_method is 'learned' but no shipped model fits bands {common}; "
-                f"models exist for {learned.available}; use pair_method 'auto' or 'cva'"
+                f"use pair_method 'auto' or 'cva'"
             )
         return _detect_pair_cva_normalised(before, after, settings, common)
     return detect_pair_cva(before, after, settings)
+
+
+def best_learned_chain(bands: list[str]) -> tuple[str, str] | None:
+    """``("unet" | "lgbm", band set)`` of the learned chain for ``bands`` with the higher strict
+    cross-validated OSCD micro-F1 (sidecars' ``cv.micro_f1`` / ``loco_strict.micro_f1``), or None."""
+    from pipeline.detect.learned import available_band_sets, load_model
+    from pipeline.detect.features import choose_band_set
+    from pipeline.detect.unet import choose_band_set as choose_unet, load_unet_meta
+
+    options: list[tuple[float, str, str]] = []
+    unet_set = choose_unet(bands)
+    if unet_set is not None:
+        cv = load_unet_meta(unet_set).get("cv") or {}
+        options.append((float(cv.get("micro_f1", 0.0)), "unet", unet_set))
+    try:
+        lgbm_set = choose_band_set(bands, available_band_sets())
+    except BandError:
+        lgbm_set = None
+    if lgbm_set is not None:
+        meta = load_model(lgbm_set).meta
+        options.append((float((meta.get("loco_strict") or meta.get("loco") or {}).get("micro_f1", 0.0)),
+                        "lgbm", lgbm_set))
+    if not options:
+        return None
+    _, kind, band_set = max(options)
+    return kind, band_set
 
 
 def _detect_pair_cva_normalised(
