@@ -90,7 +90,7 @@ class FetchSettings(_Section):
         return v
 
     @model_validator(mode="after")
-    def _ordered(self) -> "FetchSettings":
+    def _ordered(self) -> FetchSettings:
         if self.end <= self.start:
             raise ValueError(f"end ({self.end}) must be after start ({self.start})")
         return self
@@ -317,7 +317,7 @@ class Settings(_Section):
     dask: DaskSettings = DaskSettings()
 
     @model_validator(mode="after")
-    def _source_section(self) -> "Settings":
+    def _source_section(self) -> Settings:
         if self.fetch.source is Source.LOCAL and self.local is None:
             raise ValueError("fetch.source is 'local' but there is no `local:` section with the scenes' path")
         return self

@@ -24,7 +24,7 @@ _ZARR_FORMAT = 2  # v2 stores fixed-length strings (scene ids, band names) witho
 
 
 def _chunks(ds: xr.Dataset, tile_size: int) -> dict[str, int]:
-    return {dim: (min(tile_size, n) if dim in _SPATIAL else n) for dim, n in ds.sizes.items()}
+    return {str(dim): (min(tile_size, n) if dim in _SPATIAL else n) for dim, n in ds.sizes.items()}
 
 
 def write_cube(ds: xr.Dataset, path: str | Path, tile_size: int = 256) -> Path:

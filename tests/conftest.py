@@ -165,7 +165,7 @@ def tiny_scene_pair(tmp_path: Path) -> Callable[..., ScenePair]:
 @pytest.fixture(scope="session")
 def dabancheng_result() -> dict:
     """``evaluate_dabancheng(DABANCHENG_ROOT, pairs=False)``: the AOI run scored (treat as read-only)."""
-    from pipeline.casestudies import DABANCHENG_ROOT, evaluate_dabancheng
+    from pipeline.evaluate.cases import DABANCHENG_ROOT, evaluate_dabancheng
 
     if not DABANCHENG_ROOT.is_dir():
         pytest.skip(f"shared Dabancheng scenes not found at {DABANCHENG_ROOT}")
@@ -175,7 +175,7 @@ def dabancheng_result() -> dict:
 @pytest.fixture(scope="session")
 def dabancheng_pairs_result() -> list:
     """``dabancheng_pairs(DABANCHENG_ROOT)``: the data README's two compare pairs scored (read-only)."""
-    from pipeline.casestudies import DABANCHENG_ROOT, dabancheng_pairs
+    from pipeline.evaluate.cases import DABANCHENG_ROOT, dabancheng_pairs
 
     if not DABANCHENG_ROOT.is_dir():
         pytest.skip(f"shared Dabancheng scenes not found at {DABANCHENG_ROOT}")

@@ -1,4 +1,4 @@
-"""Tests for pipeline.scenes: reading multiband files and band folders, aligning, writing change rasters."""
+"""Tests for pipeline.fetch.scenes: reading multiband files and band folders, aligning, writing change rasters."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import xarray as xr
 from affine import Affine
 
 from pipeline.errors import BandError, CompoundwatchError, InputFileError, NotARasterError
-from pipeline.scenes import align, canonical_band, read_scene, write_change_raster
+from pipeline.fetch.scenes import align, canonical_band, read_scene, write_change_raster
 
 T10 = Affine(10.0, 0, 500000.0, 0, -10.0, 4000000.0)  # 10 m grid, UTM 31N
 EPSG = 32631

@@ -81,7 +81,7 @@ class Layout:
     metrics: Path
 
     @classmethod
-    def load(cls, root: str | Path = ".") -> "Layout":
+    def load(cls, root: str | Path = ".") -> Layout:
         """Read the paths from ``<root>/dvc.yaml``."""
         root = Path(root)
         path = root / DVC_FILE

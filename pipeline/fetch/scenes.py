@@ -48,6 +48,8 @@ __all__ = [
     "RASTER_SUFFIXES",
     "canonical_band",
     "read_scene",
+    "band_files",
+    "scene_date",
     "align",
     "write_change_raster",
     "CHANGE",
@@ -373,6 +375,35 @@ def read_scene(
     )
     da = da.rio.write_crs(crs).rio.write_transform(transform).rio.write_nodata(np.nan, encoded=False)
     return da
+
+
+def band_files(
+    path: str | Path, bands: Sequence[str] | None = None, *, required: Sequence[str] = MIN_BANDS
+) -> dict[str, Path]:
+    """``{band: file}`` of a folder of single-band rasters (form (b) of the module docstring), in band order.
+
+    ``bands`` keeps only these bands (loose names accepted); ``required`` as for :func:`read_scene`. Nothing
+    is read but the folder listing. Raises :class:`~pipeline.errors.InputFileError` when ``path`` is not a
+    folder, :class:`~pipeline.errors.BandError` as :func:`read_scene` does.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise InputFileError(
+            f"{path} is not a folder; give a folder of single-band *_Bxx.tif files (e.g. a granule's band files)"
+        )
+    layers = _folder_layers(path, bands)
+    _check_required(layers, required, path)
+    return {lay.band: lay.path for lay in layers}
+
+
+def scene_date(path: str | Path) -> str | None:
+    """The ISO acquisition date of a scene file or band folder (as :func:`read_scene` sets ``date``), or None."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(band_files(path, required=()).values())
+    else:
+        files = [path]
+    return _scene_date(files, path)
 
 
 def align(after: xr.DataArray, before: xr.DataArray) -> xr.DataArray:
