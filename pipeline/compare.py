@@ -47,7 +47,8 @@ def _date(scene: xr.DataArray) -> np.datetime64:
 
 
 def pair_detection(pair: xr.Dataset, before: xr.DataArray, after: xr.DataArray) -> xr.Dataset:
-    """A two-date DETECTION dataset (see CONTRACTS) from :func:`pipeline.detect.detect_pair` output.
+    """A two-date detection dataset (the contract of :func:`pipeline.detect.detect_series`'s Returns) from
+    :func:`pipeline.detect.detect_pair` output.
 
     ``time`` = [BEFORE date, AFTER date] (NaT where unknown), ``scene_id`` = the scenes' names,
     ``break_index`` = 1 and ``after_index`` = 0 where changed (-1 elsewhere), ``clear`` = ``valid`` for

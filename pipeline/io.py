@@ -85,7 +85,7 @@ def read_cube(path: str | Path) -> xr.Dataset:
     except Exception as err:  # zarr raises several types for damaged or foreign stores
         raise InputFileError(
             f"{path} is not a readable zarr store ({err}); delete it and rerun the stage that writes it"
-        ) from None
+        ) from err
     if _GRID_MAPPING in ds.data_vars:
         ds = ds.set_coords(_GRID_MAPPING)
     return ds

@@ -170,3 +170,12 @@ def test_compare_blockwise_reaches_the_block_scan(pair: tuple, tmp_path: Path, m
                                    str(out), "--blockwise", "--change-raster", str(tmp_path / "c.tif")])
     assert res.exit_code == 1
     assert "--change-raster is not written with --blockwise" in res.output
+
+
+def test_geographic_files_are_refused(tmp_path: Path) -> None:
+    from pipeline.errors import InputFileError
+
+    scene = {b: write_tif(tmp_path / f"{b}.tif", np.full((16, 16), 1000, np.uint16), 4326,
+                          Affine(1e-4, 0, 88.0, 0, -1e-4, 43.0), nodata=0) for b in ("B02", "B03", "B04", "B08")}
+    with pytest.raises(InputFileError, match="geographic EPSG:4326"):
+        scan_pair_files(scene, scene, Settings())

@@ -279,7 +279,7 @@ def learned_from_report(report: str | Path, band_set: str, cities: Sequence[str]
     except (ValueError, KeyError, TypeError) as err:
         raise ConfigError(
             f"{path} has no LOCO section for band set {band_set} ({type(err).__name__}: {err})"
-        ) from None
+        ) from err
     missing = [c for c in cities if c not in loco["per_city"]]
     if missing:
         raise ConfigError(f"{path} has no LOCO scores for {', '.join(missing)}")

@@ -114,7 +114,7 @@ class LocalFetcher:
         try:
             return read_scene(path, list(self.settings.band_order), required=())
         except BandError as err:
-            raise BandError(f"{err} (local.band_order is {list(self.settings.band_order or ())})") from None
+            raise BandError(f"{err} (local.band_order is {list(self.settings.band_order or ())})") from err
 
     def _to_grid(
         self, data: np.ndarray, src_crs: CRS, src_transform: Affine, request: FetchRequest, nearest: bool

@@ -119,10 +119,10 @@ class _Layer:
 def _open(path: Path) -> rasterio.DatasetReader:
     try:
         return rasterio.open(path)
-    except (RasterioError, OSError):
+    except (RasterioError, OSError) as err:
         raise NotARasterError(
             f"{path} is not a raster GDAL can read; give a GeoTIFF/JP2 file or a folder of *_Bxx.tif files"
-        ) from None
+        ) from err
 
 
 def _check_required(layers: Sequence[_Layer], required: Sequence[str], where: Path) -> None:
@@ -224,8 +224,8 @@ def _boa_add_offset(src: rasterio.DatasetReader, index: int, band: str) -> float
         if key in tags:
             try:
                 return float(tags[key])
-            except ValueError:
-                raise BandError(f"{src.name}: tag {key}={tags[key]!r} is not a number") from None
+            except ValueError as err:
+                raise BandError(f"{src.name}: tag {key}={tags[key]!r} is not a number") from err
     return 0.0
 
 
@@ -263,7 +263,7 @@ def _read_layer(
         except (RasterioError, OSError) as err:
             raise NotARasterError(
                 f"{layer.path} could not be read ({err}); the file may be truncated"
-            ) from None
+            ) from err
         nodata = src.nodatavals[layer.index - 1]
         offset = 0.0
         bad = raw == 0

@@ -416,7 +416,7 @@ class SentinelHubFetcher:
             raise FetchError(
                 f"{self.label} Process API returned no readable GeoTIFF for {scene.date} ({err}); "
                 "check the evalscript bands for the collection"
-            ) from None
+            ) from err
         if data.shape != (len(names), h, w):
             raise FetchError(
                 f"{self.label} Process API returned an image of shape {data.shape} for {scene.date}, "

@@ -180,7 +180,7 @@ class StacFetcher:
             )
             scl = ds[scl_key].astype(np.uint8).values  # eager: small, decides which days to keep
         except (RuntimeError, OSError, ValueError) as err:
-            raise FetchError(f"STAC assets from {s.url} could not be read ({str(err)[:200]})") from None
+            raise FetchError(f"STAC assets from {s.url} could not be read ({str(err)[:200]})") from err
 
         lon = cast(Point, to_crs(box(*request.grid.bounds).centroid, request.grid.epsg, 4326)).x
         by_day: dict[dt.date, list[Any]] = {}

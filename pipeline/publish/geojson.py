@@ -183,7 +183,7 @@ def read_geojson(path: str | Path, *, columns: Sequence[str] | None = None) -> g
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputFileError(f"{path} is not valid JSON ({err}); rewrite it with write_geojson") from None
+        raise InputFileError(f"{path} is not valid JSON ({err}); rewrite it with write_geojson") from err
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" or not isinstance(
         doc.get("features"), list
     ):

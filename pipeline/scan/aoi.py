@@ -81,7 +81,7 @@ def load_aoi(aoi: str | Path | BaseGeometry | gpd.GeoDataFrame) -> list[tuple[st
         try:
             gdf = gpd.read_file(path)
         except Exception as err:  # pyogrio raises several types for unreadable files
-            raise InvalidAOIError(f"{path} is not a readable vector file ({err}); give a GeoJSON") from None
+            raise InvalidAOIError(f"{path} is not a readable vector file ({err}); give a GeoJSON") from err
     else:
         gdf = aoi
     if gdf.empty:

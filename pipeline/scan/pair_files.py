@@ -91,6 +91,9 @@ def _grid_of(path: str | Path) -> GridSpec:
         epsg = src.crs.to_epsg() if src.crs is not None else None
         if epsg is None:
             raise InputFileError(f"{path} has no EPSG CRS; scan_pair_files needs projected (UTM) files")
+        if src.crs.is_geographic:  # pixel areas would be in square degrees: no flag would pass min_area_m2
+            raise InputFileError(f"{path} is in geographic EPSG:{epsg}; the block-wise scan needs projected (UTM) "
+                                 "files (reproject them, or compare without --blockwise)")
         return GridSpec(epsg=epsg, transform=tuple(src.transform)[:6], shape=(src.height, src.width))
 
 
