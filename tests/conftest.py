@@ -159,7 +159,7 @@ def tiny_scene_pair(tmp_path: Path) -> Callable[..., ScenePair]:
 
 
 # -- the real case-study data (../shared/data), computed once per test session ---------------------------
-# tests/test_casestudies.py and tests/test_cli_evaluate.py both need the Dabancheng run (~6-10 s on 2 cores);
+# tests/test_evaluate_cases.py and tests/test_cli_evaluate.py both need the Dabancheng run (~6-10 s on 2 cores);
 # these fixtures run it once. They skip with a reason when the shared folder is absent.
 
 @pytest.fixture(scope="session")

@@ -67,7 +67,7 @@ def test_oscd_cva_subset_writes_metrics_and_plot(fake_root: Path, tmp_path: Path
     doc = json.loads(out.read_text())
     assert {"micro_f1", "macro_f1", "per_city", "baseline"} <= set(doc)
     assert list(doc["per_city"]) == ["alpha", "charlie"] and doc["method"] == "cva-otsu"
-    assert doc["micro_f1"] >= 0.85  # the planted blocks (see test_oscd_eval)
+    assert doc["micro_f1"] >= 0.85  # the planted blocks (see test_evaluate_oscd)
     assert png.read_bytes()[:4] == b"\x89PNG"
     text = _plain(result.stdout)
     assert re.search(r"alpha │ 0\.\d{3} │", text) and "micro" in text and "macro" in text
