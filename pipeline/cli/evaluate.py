@@ -88,8 +88,8 @@ _Plot = Annotated[Path | None, typer.Option(
     "--plot", metavar="PNG", show_default=False,
     help="Also draw the F1 per city (baseline vs learned) as a grouped bar chart (PNG).")]
 _Method = Annotated[Method, typer.Option(
-    "--method", help="learned: baseline + the learned chain leave-one-city-out (about 25-40 min for 10 "
-    "cities on 2 cores); cva: the CVA + Otsu baseline only (about a minute).")]
+    "--method", help="learned: baseline + the learned chain leave-one-city-out (about 8 min for 10 "
+    "cities on 2 idle cores); cva: the CVA + Otsu baseline only (about a minute).")]
 _BandSet = Annotated[str, typer.Option(
     "--band-set", metavar="NAME", help="Band set of the learned chain: s2-13, s2-10, s2-6 or s2-4.")]
 _Cities = Annotated[str | None, typer.Option(
