@@ -25,7 +25,10 @@ $(WEB): web/package.json web/package-lock.json
 demo: $(VENV)/.installed-base $(WEB)
 	$(BIN)/compoundwatch demo
 
+# Lint (ruff) and type check (mypy) first: either failing fails `make test` (and so CI) before pytest runs.
 test: $(VENV)/.installed-dev $(WEB)
+	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/mypy pipeline
 	$(BIN)/python -m pytest -n 2 -q --nbmake tests notebooks
 
 bench: $(VENV)/.installed-dev

@@ -5,7 +5,8 @@ single-band GeoTIFF per band and date (uint16 L2A DN, 0 = no data), DEFLATE with
 512 × 512 internal tiles, EPSG:32644 with the origin of a real granule corner. Texture: a patchwork of
 fields (400-600 m), arid ground, towns, water and roads, each with smooth brightness variation and
 per-pixel noise, so the files compress like real imagery (≈ 1.5-2×) rather than like flat colour. Between
-the dates: signal-dependent noise (σ = 0.003 + 3 % of the reflectance) and a 1 % illumination change everywhere, some fields change crop state (greening is
+the dates: signal-dependent noise (σ = 0.003 + 3 % of the reflectance) and a 1 % illumination change
+everywhere, some fields change crop state (greening is
 gated by the detector, harvest is not), and ~300 compounds of 1.5-25 ha are built (concrete + roofs).
 
 Generated strip by strip (512 rows), so generating uses < 1 GB.

@@ -7,7 +7,7 @@ of two runs (the naive reference and the 4x area run once):
 1. **data**: a generated Sentinel-2-sized granule pair (:mod:`benchmarks.data`, cached in data/bench).
 2. **decode floor**: fastest plain rasterio read of the 12 files with 2 threads (per file or per block
    row), nothing else done.
-3. **ours**: :func:`pipeline.scan.scan_pair_files`: block-aligned windowed reads (1024 px), the two-date
+3. **ours**: :func:`pipeline.scan.pair_files.scan_pair_files`: block-aligned windowed reads (1024 px), the two-date
    detector of ``compoundwatch compare`` (``detect_pair``'s CVA + robust z + Otsu + vegetation gate; the
    demo's ``detect_series`` needs ≥ 5 dates and cannot run on a pair) block by block with its global
    median/MAD/Otsu estimated on 1/16 of the scene, ``flag_rows`` (``vectorise``'s numpy core) per block,

@@ -9,7 +9,6 @@ worst moment, Python and libraries included) is its own. ``seconds`` is the wall
 
 from __future__ import annotations
 
-import importlib
 import json
 import resource
 import sys
@@ -75,12 +74,11 @@ def _load_kernels() -> float:
     """Import the lazily imported modules and load the compiled kernels from numba's disk cache (once per
     process, like an import: not part of the timing of ``ours`` and ``naive``); returns the seconds taken."""
     t = time.perf_counter()
-    importlib.import_module("pipeline.flag")  # scan_pair_files imports it lazily
     from affine import Affine
 
-    from pipeline._blobs import label_blobs, trace
     from pipeline.detect._kernels import upsample2_kernel
     from pipeline.detect.chunked import PairStats, pair_magnitude, score_magnitude
+    from pipeline.flag._blobs import label_blobs, trace
 
     tiny = np.ones((6, 4, 4), np.float32)
     mag = pair_magnitude(tiny, tiny, ["B02", "B03", "B04", "B08", "B11", "B12"], 0.1)
@@ -95,12 +93,13 @@ def ours(root: Path, out: Path, vrt: Path | None = None, threads: int = 2, tile_
     load_s = _load_kernels()
     from pipeline.config import Settings
     from pipeline.publish.geojson import write_geojson
-    from pipeline.scan import scan_pair_files
+    from pipeline.scan.pair_files import BlockPlan, scan_pair_files
 
     before, after = _files(root, vrt)
     t = time.perf_counter()
     flags = scan_pair_files(before, after, Settings(), dates=DATES, scene_ids=("T44TNP_" + DATES[0],
-                            "T44TNP_" + DATES[1]), tile_px=tile_px, threads=threads, site_id="bench")
+                            "T44TNP_" + DATES[1]), plan=BlockPlan(tile_px=tile_px, threads=threads),
+                            site_id="bench")
     write_geojson(flags, out)
     secs = time.perf_counter() - t
     return {"seconds": secs, "n_flags": len(flags), "area_m2": float(flags["area_m2"].sum()),
@@ -174,15 +173,15 @@ def sites(n_workers: int, n_sites: int = 20, tile_px: int = 128) -> dict:
     from shapely.geometry import box
 
     from pipeline.config import Settings
-    from pipeline.scan import process_tile
-    from pipeline.tiling import tiles_for_aoi
+    from pipeline.scan.aoi import process_tile
+    from pipeline.scan.tiling import tiles_for_aoi
 
     settings = Settings()
     tiles = tiles_for_aoi(box(81.30, 43.90, 81.40, 43.95), tile_px=tile_px, overlap_px=16)[:n_sites]
     assert len(tiles) == n_sites
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        client.run(lambda: __import__("pipeline.scan"))  # imports are not part of the timing
+        client.run(lambda: __import__("pipeline.scan.aoi"))  # imports are not part of the timing
         warm = client.map(process_tile, tiles[:n_workers], settings=settings, site_id="warm", pure=False)
         wait(warm)
         t = time.perf_counter()

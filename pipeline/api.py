@@ -20,7 +20,8 @@ import xarray as xr
 
 from pipeline.config import DEFAULT_PARAMS, Settings, load_settings
 from pipeline.detect import detect_series
-from pipeline.evaluate import object_metrics, pixel_scores, rasterize_truth
+from pipeline.evaluate.metrics import pixel_scores
+from pipeline.evaluate.objects import object_metrics, rasterize_truth
 from pipeline.fetch import make_fetcher, request_for, truth_for
 from pipeline.flag import to_wgs84, vectorise
 from pipeline.preprocess import preprocess_cube

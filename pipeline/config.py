@@ -90,7 +90,7 @@ class FetchSettings(_Section):
         return v
 
     @model_validator(mode="after")
-    def _ordered(self) -> "FetchSettings":
+    def _ordered(self) -> FetchSettings:
         if self.end <= self.start:
             raise ValueError(f"end ({self.end}) must be after start ({self.start})")
         return self
@@ -317,7 +317,7 @@ class Settings(_Section):
     dask: DaskSettings = DaskSettings()
 
     @model_validator(mode="after")
-    def _source_section(self) -> "Settings":
+    def _source_section(self) -> Settings:
         if self.fetch.source is Source.LOCAL and self.local is None:
             raise ValueError("fetch.source is 'local' but there is no `local:` section with the scenes' path")
         return self
@@ -339,7 +339,7 @@ def settings_from_dict(data: dict[str, Any], origin: str = "params") -> Settings
     try:
         return Settings.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_error(err, origin)) from None
+        raise ConfigError(_format_error(err, origin)) from err
 
 
 def load_settings(path: str | Path = DEFAULT_PARAMS) -> Settings:
@@ -352,7 +352,7 @@ def load_settings(path: str | Path = DEFAULT_PARAMS) -> Settings:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from err
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
     return settings_from_dict(data, origin=str(path))

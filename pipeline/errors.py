@@ -14,6 +14,7 @@ __all__ = [
     "BandError",
     "FetchError",
     "DetectionError",
+    "LabelError",
 ]
 
 
@@ -47,3 +48,7 @@ class FetchError(CompoundwatchError, OSError):
 
 class DetectionError(CompoundwatchError, RuntimeError):
     """The detector cannot run on the given arrays (shapes, grids, no clear observations)."""
+
+
+class LabelError(CompoundwatchError, ValueError):
+    """Reference labels cannot be used as given (shapes differ from the prediction, a pixel in two classes)."""

@@ -19,7 +19,8 @@ __all__ = ["GridSpec", "utm_epsg", "to_crs", "grid_for_geometry", "tiles"]
 
 @dataclass(frozen=True)
 class GridSpec:
-    """North-up raster grid: ``epsg`` CRS, ``transform`` (x pixel size > 0, y pixel size < 0), ``shape`` (rows, cols)."""
+    """North-up raster grid: ``epsg`` CRS, ``transform`` (x pixel size > 0, y pixel size < 0), ``shape``
+    (rows, cols)."""
 
     epsg: int
     transform: tuple[float, float, float, float, float, float]

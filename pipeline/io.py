@@ -24,7 +24,7 @@ _ZARR_FORMAT = 2  # v2 stores fixed-length strings (scene ids, band names) witho
 
 
 def _chunks(ds: xr.Dataset, tile_size: int) -> dict[str, int]:
-    return {dim: (min(tile_size, n) if dim in _SPATIAL else n) for dim, n in ds.sizes.items()}
+    return {str(dim): (min(tile_size, n) if dim in _SPATIAL else n) for dim, n in ds.sizes.items()}
 
 
 def write_cube(ds: xr.Dataset, path: str | Path, tile_size: int = 256) -> Path:
@@ -85,7 +85,7 @@ def read_cube(path: str | Path) -> xr.Dataset:
     except Exception as err:  # zarr raises several types for damaged or foreign stores
         raise InputFileError(
             f"{path} is not a readable zarr store ({err}); delete it and rerun the stage that writes it"
-        ) from None
+        ) from err
     if _GRID_MAPPING in ds.data_vars:
         ds = ds.set_coords(_GRID_MAPPING)
     return ds

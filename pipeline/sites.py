@@ -46,7 +46,7 @@ def load_sites(path: str | Path) -> list[Site]:
     try:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InvalidAOIError(f"{path} is not valid JSON ({err}); it must be a GeoJSON FeatureCollection") from None
+        raise InvalidAOIError(f"{path} is not valid JSON ({err}); it must be a GeoJSON FeatureCollection") from err
     feats = doc.get("features") if isinstance(doc, dict) else None
     if not isinstance(feats, list) or not feats:
         raise InvalidAOIError(f"{path} must be a GeoJSON FeatureCollection with at least one feature")
@@ -65,7 +65,7 @@ def load_sites(path: str | Path) -> list[Site]:
         try:
             geom = shape(feat["geometry"])
         except Exception as err:  # shapely raises several types for malformed GeoJSON
-            raise InvalidAOIError(f"{path}: site {sid!r} has an unreadable geometry ({err})") from None
+            raise InvalidAOIError(f"{path}: site {sid!r} has an unreadable geometry ({err})") from err
         if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty or not geom.is_valid:
             raise InvalidAOIError(f"{path}: site {sid!r} must be a valid, non-empty Polygon or MultiPolygon")
         minx, miny, maxx, maxy = geom.bounds

@@ -1,7 +1,7 @@
 """Tiny, hand-controlled DETECTION datasets for tests, notebooks and examples.
 
-:func:`make_detection` builds a dataset that follows the DETECTION contract of
-:func:`pipeline.detect.detect_series` (see ``notes/CONTRACTS.md``) without running any detector: you say
+:func:`make_detection` builds a dataset that follows the detection contract of
+:func:`pipeline.detect.detect_series` (its docstring's Returns) without running any detector: you say
 where the change blocks are, when they appear and how strong they are, and get exactly that back. Every
 value is deterministic, so tests can assert on areas, dates and ids computed by hand.
 

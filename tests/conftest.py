@@ -159,13 +159,13 @@ def tiny_scene_pair(tmp_path: Path) -> Callable[..., ScenePair]:
 
 
 # -- the real case-study data (../shared/data), computed once per test session ---------------------------
-# tests/test_casestudies.py and tests/test_cli_evaluate.py both need the Dabancheng run (~6-10 s on 2 cores);
+# tests/test_evaluate_cases.py and tests/test_cli_evaluate.py both need the Dabancheng run (~6-10 s on 2 cores);
 # these fixtures run it once. They skip with a reason when the shared folder is absent.
 
 @pytest.fixture(scope="session")
 def dabancheng_result() -> dict:
     """``evaluate_dabancheng(DABANCHENG_ROOT, pairs=False)``: the AOI run scored (treat as read-only)."""
-    from pipeline.casestudies import DABANCHENG_ROOT, evaluate_dabancheng
+    from pipeline.evaluate.cases import DABANCHENG_ROOT, evaluate_dabancheng
 
     if not DABANCHENG_ROOT.is_dir():
         pytest.skip(f"shared Dabancheng scenes not found at {DABANCHENG_ROOT}")
@@ -175,7 +175,7 @@ def dabancheng_result() -> dict:
 @pytest.fixture(scope="session")
 def dabancheng_pairs_result() -> list:
     """``dabancheng_pairs(DABANCHENG_ROOT)``: the data README's two compare pairs scored (read-only)."""
-    from pipeline.casestudies import DABANCHENG_ROOT, dabancheng_pairs
+    from pipeline.evaluate.cases import DABANCHENG_ROOT, dabancheng_pairs
 
     if not DABANCHENG_ROOT.is_dir():
         pytest.skip(f"shared Dabancheng scenes not found at {DABANCHENG_ROOT}")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pipeline._blobs import label_blobs
+from pipeline.flag._blobs import label_blobs
 
 EIGHT = np.ones((3, 3), bool)
 
@@ -61,7 +61,7 @@ def _gdal_trace(blob: np.ndarray, transform):
 def test_trace_square_with_hole_and_diagonal_neighbour():
     from affine import Affine
 
-    from pipeline._blobs import trace
+    from pipeline.flag._blobs import trace
 
     m = np.zeros((6, 7), bool)
     m[0:5, 0:5] = True
@@ -82,7 +82,7 @@ def test_trace_square_with_hole_and_diagonal_neighbour():
 def test_trace_matches_gdal_polygonize(seed):
     from affine import Affine
 
-    from pipeline._blobs import trace
+    from pipeline.flag._blobs import trace
 
     rng = np.random.default_rng(seed)
     m = rng.random((23, 31)) < 0.35 + 0.1 * seed  # lace of holes, corners and diagonal contacts
@@ -101,6 +101,6 @@ def test_trace_matches_gdal_polygonize(seed):
 def test_trace_of_nothing_is_empty():
     from affine import Affine
 
-    from pipeline._blobs import trace
+    from pipeline.flag._blobs import trace
 
     assert trace(np.zeros((3, 2), bool), Affine.identity()).is_empty

@@ -6,6 +6,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline.config import DetectSettings
+
 try:  # the CVA chain of detect_pair (detect_pair may dispatch to a learned chain)
     from pipeline.detect.pair import detect_pair_cva as detect_pair
 except ImportError:  # pragma: no cover - before the learned chain existed

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from small_project import SMALL_SITES, small_params, write_sites
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.cli._common import Layout
 from pipeline.cli.demo import summary_table
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InputFileError
 from pipeline.stages.publish import MERGED_NAME, SITES_DIR
-from small_project import SMALL_SITES, small_params, write_sites
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -59,11 +59,20 @@ def test_command_help(command: str) -> None:
         assert needle.lower() in text.lower(), needle
 
 
-def test_compare_is_registered_when_present() -> None:
-    if not (REPO / "pipeline" / "cli" / "compare.py").is_file():
-        pytest.skip("pipeline/cli/compare.py is not in this checkout")
+def test_compare_is_registered() -> None:
     result = runner.invoke(app, ["compare", "--help"])
-    assert result.exit_code == 0 and "BEFORE" in result.stdout
+    assert result.exit_code == 0 and "BEFORE" in result.stdout and "--blockwise" in result.stdout
+
+
+def test_debug_shows_the_traceback_for_compare_too(tmp_path: Path) -> None:
+    args = ["compare", str(tmp_path / "missing.tif"), str(tmp_path / "also-missing"), "--out",
+            str(tmp_path / "f.geojson")]
+    plain = runner.invoke(app, args)
+    assert plain.exit_code == 1 and isinstance(plain.exception, SystemExit)
+    assert "missing.tif does not exist" in plain.stderr and "Traceback" not in plain.output
+    debug = runner.invoke(app, ["--debug", *args])
+    assert debug.exit_code == 1
+    assert isinstance(debug.exception, InputFileError)  # raised through the handler, traceback shown
 
 
 def test_version() -> None:

@@ -1,4 +1,5 @@
-"""Tests for ``compoundwatch compare`` (pipeline.cli.compare) on generated scenes and on OSCD ``bercy``."""
+"""Tests for ``compoundwatch compare`` (pipeline.cli.compare over pipeline.compare) on generated scenes and on
+OSCD ``bercy``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import typer
 from shapely.geometry import shape
 from typer.testing import CliRunner
 
-from pipeline.cli.compare import compare
+from pipeline.cli import app as cli_app
 from pipeline.grid import to_crs
 
 OSCD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "oscd"
@@ -21,15 +22,8 @@ OSCD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "oscd"
 
 @pytest.fixture
 def app() -> typer.Typer:
-    """A minimal app with ``compare`` registered the way pipeline.cli registers it."""
-    app = typer.Typer()
-    app.command("compare")(compare)
-
-    @app.command("noop")
-    def noop() -> None:  # a second command, so "compare" is a sub-command as in the real CLI
-        """Do nothing."""
-
-    return app
+    """The real command line: errors reach its one handler (pipeline.cli._App), as for every command."""
+    return cli_app
 
 
 @pytest.fixture(autouse=True)

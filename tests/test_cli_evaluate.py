@@ -13,8 +13,8 @@ import pytest
 from fake_oscd import CITIES, spy_rasterio_open, write_fake_oscd
 from typer.testing import CliRunner
 
-from pipeline.casestudies import DABANCHENG_ROOT, TAIZHOU_ROOT
 from pipeline.cli import app
+from pipeline.evaluate.cases import DABANCHENG_ROOT, TAIZHOU_ROOT
 
 runner = CliRunner()
 NAMES = sorted(c.name for c in CITIES)
@@ -67,7 +67,7 @@ def test_oscd_cva_subset_writes_metrics_and_plot(fake_root: Path, tmp_path: Path
     doc = json.loads(out.read_text())
     assert {"micro_f1", "macro_f1", "per_city", "baseline"} <= set(doc)
     assert list(doc["per_city"]) == ["alpha", "charlie"] and doc["method"] == "cva-otsu"
-    assert doc["micro_f1"] >= 0.85  # the planted blocks (see test_oscd_eval)
+    assert doc["micro_f1"] >= 0.85  # the planted blocks (see test_evaluate_oscd)
     assert png.read_bytes()[:4] == b"\x89PNG"
     text = _plain(result.stdout)
     assert re.search(r"alpha │ 0\.\d{3} │", text) and "micro" in text and "macro" in text
@@ -148,7 +148,7 @@ def test_dvc_stage_runs_this_command_frozen() -> None:
     out, plot = argv[argv.index("--out") + 1], argv[argv.index("--plot") + 1]
     assert stage["metrics"] == [{out: {"cache": False}}]
     assert stage["outs"] == [{plot: {"cache": False}}] and plot in doc["plots"]
-    assert "pipeline/oscd_eval.py" in stage["deps"] and "pipeline/train" in stage["deps"]
+    assert "pipeline/evaluate/oscd.py" in stage["deps"] and "pipeline/train" in stage["deps"]
 
 
 # -- the real-imagery case studies: evaluate dabancheng / taizhou ------------------------------------------
@@ -190,7 +190,7 @@ def replay_dabancheng(
 ) -> list[tuple[str, Path, dict[str, Any]]]:
     """``evaluate dabancheng``'s two library calls answered by the session's runs of the same calls on the
     shared data (conftest), so the suite runs the Dabancheng pipeline once; returns the calls made."""
-    from pipeline import casestudies as cs
+    from pipeline.evaluate import cases as cs
 
     calls: list[tuple[str, Path, dict[str, Any]]] = []
 
@@ -280,4 +280,4 @@ def test_dvc_stage_runs_the_case_studies_frozen() -> None:
     assert stage["metrics"] == [{o: {"cache": False}} for o in outs]
     assert all((REPO / o).is_file() for o in outs)  # committed, as the frozen stage never reruns
     deps = set(stage["deps"])
-    assert {"pipeline/casestudies.py", "pipeline/cli/evaluate.py", "configs/dabancheng.yaml"} <= deps
+    assert {"pipeline/evaluate/cases.py", "pipeline/cli/evaluate.py", "configs/dabancheng.yaml"} <= deps

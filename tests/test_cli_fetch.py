@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fakes.sentinelhub_api import PROCESS_PATH, FakeScene, FakeSentinelHub
 from typer.testing import CliRunner
 
-from fakes.sentinelhub_api import PROCESS_PATH, FakeScene, FakeSentinelHub
 from pipeline.cli import app
 from pipeline.io import read_cube
 
@@ -37,7 +37,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         (tmp_path / "sites.geojson").write_text(json.dumps(sites))
         params = {
             "sites": ["s1"], "sites_file": "sites.geojson",
-            "fetch": {"source": "synthetic", "start": "2021-01-01", "end": "2022-12-31", "bands": ["B02", "B04", "B08"]},
+            "fetch": {"source": "synthetic", "start": "2021-01-01", "end": "2022-12-31",
+                      "bands": ["B02", "B04", "B08"]},
             "sentinelhub": {"base_url": fake.url, "token_url": fake.token_url, "backoff": 0.0,
                             "cache_dir": str(tmp_path / "cache")},
         }
@@ -67,11 +68,11 @@ def test_fetch_sentinelhub_dry_run_then_fetch(project) -> None:
 
 
 def test_fetch_stac_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shapely.geometry import box, mapping
-
     from fakes.stac_api import FakeStacApi
-    from pipeline.grid import to_crs
+    from shapely.geometry import box, mapping
     from test_fetch_stac import EPSG, GRID, make_items
+
+    from pipeline.grid import to_crs
 
     cogs = tmp_path / "cogs"
     cogs.mkdir()

@@ -1,19 +1,18 @@
-"""The dask.distributed path (pipeline.cluster): a real in-process scheduler and workers run a site."""
+"""The dask.distributed path (pipeline.scan.cluster): a real in-process scheduler and workers run a site."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import distributed
 import numpy as np
 import pytest
 from shapely.geometry import box
 
-from pipeline.cluster import DaskSettings, dask_client, dask_settings
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
-from pipeline.scan import scan
-
-distributed = pytest.importorskip("distributed")
+from pipeline.scan.aoi import scan
+from pipeline.scan.cluster import DaskSettings, dask_client, dask_settings
 
 AOI = box(81.300, 43.900, 81.310, 43.905)
 KW = dict(tile_px=96, overlap_px=16)

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from pipeline.detect.features import (
-    BAND_SETS, MIN_BANDS, build_features, choose_band_set, feature_names,
+    BAND_SETS,
+    MIN_BANDS,
+    build_features,
+    choose_band_set,
+    feature_names,
 )
 from pipeline.errors import BandError
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from affine import Affine
 
+from pipeline.config import LocalSettings
 from pipeline.errors import InputFileError
 from pipeline.fetch import FetchRequest
 from pipeline.fetch.local import LocalFetcher
-from pipeline.config import LocalSettings
 from pipeline.grid import GridSpec
 from pipeline.sites import get_site
 

@@ -9,15 +9,15 @@ import logging
 
 import numpy as np
 import pytest
+from fakes.sentinelhub_api import CATALOG_PATH, PROCESS_PATH, TOKEN_PATH, FakeScene, FakeSentinelHub, dn
 
+from pipeline.config import SentinelHubSettings
 from pipeline.errors import FetchError
 from pipeline.fetch import FetchRequest
 from pipeline.fetch.harmonise_meta import boa_add_offset, processing_baseline
 from pipeline.fetch.retry import RetryPolicy, parse_retry_after
 from pipeline.fetch.sentinelhub import SentinelHubFetcher, estimate_pu
-from pipeline.config import SentinelHubSettings
 from pipeline.grid import GridSpec
-from fakes.sentinelhub_api import CATALOG_PATH, PROCESS_PATH, TOKEN_PATH, FakeScene, FakeSentinelHub, dn
 
 CLIENT_ID = "cw-test-client-7f3a"
 CLIENT_SECRET = "s3cr3t-Zq9-never-log-me"

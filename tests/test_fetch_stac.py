@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-
 from fakes.stac_api import FakeStacApi
+
+from pipeline.config import StacSettings
 from pipeline.errors import FetchError
 from pipeline.fetch import FetchRequest
-from pipeline.config import StacSettings
 from pipeline.fetch.stac import StacFetcher
 from pipeline.grid import GridSpec, to_crs
 
@@ -58,14 +58,16 @@ def make_items(root: Path) -> list[dict]:
         assets = {}
         for band, key in ASSETS.items():
             write_cog(root / f"{sid}_{key}.tif", source_dn(band, day), 10.0)
-            assets[key] = {"href": f"/data/{sid}_{key}.tif", "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            assets[key] = {"href": f"/data/{sid}_{key}.tif",
+                           "type": "image/tiff; application=geotiff; profile=cloud-optimized",
                            "roles": ["data"]}
         scl = np.full((SRC_SHAPE[0] // 2, SRC_SHAPE[1] // 2), 9 if cloudy else 5, np.uint8)
         write_cog(root / f"{sid}_scl.tif", scl, 20.0)
         assets["scl"] = {"href": f"/data/{sid}_scl.tif", "type": "image/tiff", "roles": ["data"]}
         when = dt.datetime.combine(day, dt.time(5, 10))
         items.append({"id": sid, "bbox": list(foot.bounds), "geometry": mapping(foot),
-                      "properties": {"datetime": when.isoformat() + "Z", "eo:cloud_cover": cc, "proj:epsg": EPSG, **props},
+                      "properties": {"datetime": when.isoformat() + "Z", "eo:cloud_cover": cc, "proj:epsg": EPSG,
+                                     **props},
                       "assets": assets})
     return items
 

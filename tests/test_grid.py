@@ -37,8 +37,23 @@ def test_tiles_cover_the_grid_once():
     assert sum((r.stop - r.start) * (c.stop - c.start) for r, c in ts) == 300 * 520
 
 
-def test_core_imports_no_io_library():
-    code = "import sys, pipeline.grid, pipeline.errors, pipeline.config; " \
-           "print(sorted(m for m in ('rasterio', 'sentinelhub', 'xarray', 'dask', 'zarr') if m in sys.modules))"
+_IO = ("rasterio", "rioxarray", "sentinelhub", "zarr", "pystac_client", "odc", "geopandas", "pyogrio")
+
+
+def _loaded_after_import(modules: str, watch: tuple[str, ...]) -> list[str]:
+    """Which of ``watch`` a fresh interpreter has loaded after ``import <modules>``."""
+    code = f"import sys, {modules}; print(','.join(sorted(m for m in {watch!r} if m in sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "[]"
+    return [m for m in out.split(",") if m]
+
+
+def test_core_imports_no_io_library():
+    # the pure core: grid maths, tiling, errors, settings, scores: no raster/network library, no xarray/dask
+    core = "pipeline.grid, pipeline.errors, pipeline.config, pipeline.scan.tiling, pipeline.evaluate.metrics"
+    assert _loaded_after_import(core, (*_IO, "xarray", "dask")) == []
+
+
+def test_detectors_import_no_io_library():
+    # detectors take and return DataArrays (xarray, dask allowed) and never open files
+    assert _loaded_after_import("pipeline.detect, pipeline.detect.chunked", _IO) == []
+    assert _loaded_after_import("pipeline.detect", ("xarray",)) == ["xarray"]  # the check itself can fail

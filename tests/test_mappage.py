@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _publish_data import SITE_ID, tiny_run
 from PIL import Image
 
-from _publish_data import SITE_ID, tiny_run
 from pipeline.errors import InputFileError
 from pipeline.publish.bundle import publish_all
 from pipeline.publish.mappage import install_web_assets, maplibre_dist, safe_json_for_html, write_map_page
@@ -289,7 +289,7 @@ class Chromium:
         try:
             self.send("Browser.close", timeout=5, session=False)
             self.proc.wait(timeout=10)
-        except Exception:  # noqa: BLE001  (best effort; kill below)
+        except Exception:
             pass
         if self.proc.poll() is None:
             self.proc.kill()

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _publish_data import SITE_ID, tiny_run
 from affine import Affine
 from PIL import Image
 from shapely.geometry import box
 
-from _publish_data import SITE_ID, tiny_run
 from pipeline.errors import BandError, InputFileError
 from pipeline.io import read_cube
 from pipeline.publish.chips import _pick, chip_href, chip_window, render_chips, stretch

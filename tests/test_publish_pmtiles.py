@@ -9,11 +9,11 @@ from pathlib import Path
 
 import mapbox_vector_tile
 import pytest
+from _publish_data import SITE_ID, tiny_run
 from pmtiles.reader import MmapSource, Reader, all_tiles
 from pmtiles.tile import Compression, TileType
 from pyproj import Transformer
 
-from _publish_data import SITE_ID, tiny_run
 from pipeline.errors import InvalidAOIError
 from pipeline.publish.bundle import rank_flags
 from pipeline.publish.pmtiles import tile_bounds_3857, tiles_for_bounds, write_pmtiles
@@ -48,7 +48,7 @@ def test_tile_math() -> None:
 
 
 def test_header_and_metadata_are_valid(archive) -> None:
-    path, flags, run = archive
+    path, _flags, run = archive
     raw = path.read_bytes()
     assert raw[:7] == b"PMTiles" and raw[7] == 3
     with open(path, "rb") as fh:

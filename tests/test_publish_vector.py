@@ -9,13 +9,13 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyogrio
 import pyarrow.parquet as pq
+import pyogrio
 import pystac
 import pytest
+from _publish_data import BLOCK_AREAS_M2, SITE_ID, tiny_run
 from shapely.geometry import MultiPolygon, Polygon, box
 
-from _publish_data import BLOCK_AREAS_M2, SITE_ID, tiny_run
 from pipeline.errors import ConfigError
 from pipeline.publish.bundle import rank_flags
 from pipeline.publish.geojson import validate_rfc7946

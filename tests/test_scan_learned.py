@@ -1,4 +1,4 @@
-"""The spatial model block by block over scene files (pipeline.scan_learned)."""
+"""The spatial model block by block over scene files (pipeline.scan.learned)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from shapely.geometry import box
 
 from pipeline.config import Settings
 from pipeline.errors import InputFileError
-from pipeline.scan_learned import scan_pair_files_unet
-from tests.test_scan_files import EPSG, ROOFS, X0, Y0, _write_pair
+from pipeline.scan.learned import scan_pair_files_unet
+from tests.test_scan_pair_files import EPSG, ROOFS, X0, Y0, _write_pair
 
 
 @pytest.fixture(scope="module")

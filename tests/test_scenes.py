@@ -1,4 +1,4 @@
-"""Tests for pipeline.scenes: reading multiband files and band folders, aligning, writing change rasters."""
+"""Tests for pipeline.fetch.scenes: reading multiband files and band folders, aligning, writing change rasters."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import xarray as xr
 from affine import Affine
 
 from pipeline.errors import BandError, CompoundwatchError, InputFileError, NotARasterError
-from pipeline.scenes import align, canonical_band, read_scene, write_change_raster
+from pipeline.fetch.scenes import align, band_files, canonical_band, read_scene, scene_date, write_change_raster
 
 T10 = Affine(10.0, 0, 500000.0, 0, -10.0, 4000000.0)  # 10 m grid, UTM 31N
 EPSG = 32631
@@ -195,6 +195,22 @@ def test_folder_with_unreadable_band_file(tmp_path: Path, write_raster) -> None:
     (folder / "a_B08.tif").write_text("oops")
     with pytest.raises(NotARasterError, match="a_B08.tif is not a raster"):
         read_scene(folder)
+
+
+def test_band_files_list_a_folder_without_reading_it(tmp_path: Path, write_raster) -> None:
+    folder = tmp_path / "S2_20210615"
+    for b in ("B08", "B02", "B04", "B03", "B11"):
+        write_raster(folder / f"T31_{b}.tif", _dn(1)[0], EPSG, T10)
+    (folder / "T31_B12.tif").write_text("not read: only listed")
+    files = band_files(folder)
+    assert list(files) == ["B02", "B03", "B04", "B08", "B11", "B12"]  # band order
+    assert files["B08"] == folder / "T31_B08.tif"
+    assert list(band_files(folder, ["B04", "b2", "B03", "B08"])) == ["B04", "B02", "B03", "B08"]
+    assert scene_date(folder / "T31_B02.tif") == "2021-06-15" == scene_date(folder)  # from the folder name
+    with pytest.raises(BandError, match="B99"):
+        band_files(folder, required=("B02", "B99"))
+    with pytest.raises(InputFileError, match="is not a folder"):
+        band_files(folder / "T31_B02.tif")
 
 
 def _scene(values: np.ndarray, transform: Affine, epsg: int) -> xr.DataArray:

@@ -1,4 +1,4 @@
-"""Seam merging (pipeline.seams): a compound split across tiles and across a UTM zone boundary is one flag."""
+"""Seam merging (pipeline.scan.seams): a compound split across tiles and across a UTM zone boundary is one flag."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from shapely.geometry import box
 from pipeline.config import Settings
 from pipeline.flag import vectorise
 from pipeline.grid import GridSpec, to_crs
-from pipeline.seams import EQUAL_AREA_EPSG, SCAN_COLUMNS, clip_to_core, merge_flags
-from pipeline.tiling import TileSpec, tiles_for_aoi, tiles_for_grid
+from pipeline.scan.seams import EQUAL_AREA_EPSG, SCAN_COLUMNS, clip_to_core, merge_flags
+from pipeline.scan.tiling import TileSpec, tiles_for_aoi, tiles_for_grid
 
 SETTINGS = Settings()
 TIMES = np.array(["2021-05-01", "2021-06-01", "2021-07-01"], dtype="datetime64[ns]")

@@ -40,7 +40,7 @@ def test_superpixels_bands_by_name_and_nan() -> None:
     np.testing.assert_array_equal(superpixels(extra, np.concatenate([a, a[:1]]), (*SEGMENT_BANDS, "B11")), want)
     a[:, 0, 0] = np.nan  # no data: still labelled (its probability is 0 and stays 0)
     seg = superpixels(b, a, SEGMENT_BANDS)
-    assert seg.shape == (60, 60) and seg.min() >= 0
+    assert seg.shape == (60, 60) and seg.min() == 0 and seg.max() == np.unique(seg).size - 1  # labels 0..n-1
 
 
 def test_segment_average_values() -> None:

@@ -12,6 +12,7 @@ import xarray as xr
 import yaml
 from pyproj import CRS
 from shapely.geometry import box, shape
+from small_project import SMALL_SITES, small_params, write_sites
 
 from pipeline.config import load_settings
 from pipeline.errors import InputFileError, InvalidAOIError
@@ -19,7 +20,6 @@ from pipeline.io import read_cube, write_cube
 from pipeline.publish.geojson import validate_rfc7946
 from pipeline.publish.mappage import install_web_assets
 from pipeline.stages import detect, evaluate, fetch, flag, publish, tile
-from small_project import SMALL_SITES, small_params, write_sites
 
 REPO = Path(__file__).resolve().parents[1]
 SITE = SMALL_SITES[0][0]  # the expanding (non-control) site

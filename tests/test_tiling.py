@@ -1,4 +1,4 @@
-"""Fixed UTM tile grids (pipeline.tiling): cover, no overlap between cores, stable ids, zones."""
+"""Fixed UTM tile grids (pipeline.scan.tiling): cover, no overlap between cores, stable ids, zones."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from shapely.geometry import box
 
 from pipeline.errors import InvalidAOIError
 from pipeline.grid import GridSpec, to_crs
-from pipeline.tiling import TileSpec, tiles_for_aoi, tiles_for_grid, zone_strip, zones_for
+from pipeline.scan.tiling import TileSpec, tiles_for_aoi, tiles_for_grid, zone_strip, zones_for
 
 
 def test_tiles_cover_the_aoi_and_cores_do_not_overlap() -> None:

@@ -6,15 +6,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 from fake_oscd import CITIES, write_fake_oscd
 
 from pipeline.detect.features import feature_names
 from pipeline.detect.learned import LearnedDetector
-from pipeline.oscd import read_city
+from pipeline.fetch.oscd import read_city
 from pipeline.train import oscd as tr
-
-pytest.importorskip("lightgbm")
 
 
 def test_blend_probs_mean_and_invalid() -> None:

@@ -4,15 +4,14 @@
 with the paths of ``dvc.yaml`` (``evaluate oscd``: the OSCD benchmark); ``compare`` flags change between two
 scenes on disk.
 
-Errors: every :class:`~pipeline.errors.CompoundwatchError` (and ``FileNotFoundError`` for a path the user
-gave) is caught in one place, :meth:`_App.invoke`, and printed as one red ``error: <message>`` line on
-stderr with exit code 1; ``--debug`` shows the traceback instead.
+Errors: every :class:`~pipeline.errors.CompoundwatchError` (and any ``OSError``: a path the user gave that
+is missing, unreadable or not writable) is caught in one place, :meth:`_App.invoke`, for every command,
+and printed as one red ``error: <message>`` line on stderr with exit code 1; ``--debug`` shows the
+traceback instead.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from typing import Annotated, Any
 
 import typer
@@ -20,6 +19,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 import pipeline
+from pipeline.cli import compare as _compare
 from pipeline.cli import demo as _demo
 from pipeline.cli import evaluate as _evaluate
 from pipeline.cli import scan as _scan
@@ -29,7 +29,7 @@ from pipeline.errors import CompoundwatchError
 
 __all__ = ["app", "main"]
 
-_EXPECTED = (CompoundwatchError, FileNotFoundError)
+_EXPECTED = (CompoundwatchError, OSError)
 
 
 def _message(err: BaseException) -> str:
@@ -41,69 +41,8 @@ def _message(err: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _unavailable(name: str, err: Exception) -> Any:
-    """A stand-in command that reports why ``name`` could not be loaded."""
-
-    def command() -> None:
-        raise CompoundwatchError(f"the {name} command is unavailable ({type(err).__name__}: {err})")
-
-    command.__doc__ = f"(unavailable: {type(err).__name__})"
-    return command
-
-
-def _placeholder(help_text: str) -> Any:
-    def command() -> None:  # pragma: no cover - only listed, never invoked
-        raise AssertionError("placeholder command invoked")
-
-    command.__doc__ = help_text
-    return command
-
-
-def _command(name: str, func: Any, short_help: str) -> Any:
-    """A click command for ``func`` built by typer (its own markup mode: rich)."""
-    sub = typer.Typer(rich_markup_mode="rich")
-    sub.command(name, rich_help_panel="Two scenes", short_help=short_help)(func)
-    return typer.main.get_command(sub)
-
-
 class _App(TyperGroup):
-    """The root command group: lazy ``compare`` and the single place where expected errors are reported."""
-
-    _LAZY = {"compare": ("pipeline.cli.compare", "compare")}
-    _SHORT = {"compare": "Flag new construction between two scenes on disk (BEFORE and AFTER)."}
-
-    def list_commands(self, ctx: Any) -> list[str]:
-        names = list(super().list_commands(ctx))
-        for name, (module, _) in self._LAZY.items():
-            if name not in names and importlib.util.find_spec(module) is not None:
-                names.append(name)
-        return names
-
-    _listing = False  # True while the root --help is drawn: lazy commands are listed, not imported
-
-    def format_help(self, ctx: Any, formatter: Any) -> None:
-        self._listing = True
-        try:
-            super().format_help(ctx, formatter)
-        finally:
-            self._listing = False
-
-    def get_command(self, ctx: Any, name: str) -> Any:
-        cmd = super().get_command(ctx, name)
-        if cmd is not None or name not in self._LAZY:
-            return cmd
-        module, attr = self._LAZY[name]
-        if importlib.util.find_spec(module) is None:
-            return None
-        if self._listing:
-            return _command(name, _placeholder(self._SHORT[name]), self._SHORT[name])
-        try:
-            func = getattr(importlib.import_module(module), attr)
-        except Exception as err:  # a module being written must not break the rest of the CLI
-            func = _unavailable(name, err)
-        cmd = _command(name, func, self._SHORT[name])
-        self.add_command(cmd, name)
-        return cmd
+    """The root command group: the single place where expected errors are reported, for every command."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -152,6 +91,7 @@ _demo.register(app)
 _stages.register(app)
 _evaluate.register(app)
 _scan.register(app)
+_compare.register(app)
 
 
 def main() -> None:

@@ -81,7 +81,7 @@ class Layout:
     metrics: Path
 
     @classmethod
-    def load(cls, root: str | Path = ".") -> "Layout":
+    def load(cls, root: str | Path = ".") -> Layout:
         """Read the paths from ``<root>/dvc.yaml``."""
         root = Path(root)
         path = root / DVC_FILE
@@ -92,7 +92,7 @@ class Layout:
         try:
             doc = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML ({err})") from None
+            raise ConfigError(f"{path} is not valid YAML ({err})") from err
         paths: dict[str, Any] = {}
         for entry in doc.get("vars", []) or []:
             if isinstance(entry, dict) and isinstance(entry.get("paths"), dict):

@@ -177,7 +177,8 @@ def _report(project: Path) -> None:
     console.print(summary_table(project, project / DEFAULT_PARAMS))
     console.print(f"\nflags (GeoJSON layer): [cyan]{layout.merged_flags}[/]")
     console.print(f"map page (open in a browser, works offline): [cyan]{layout.out / 'index.html'}[/]")
-    console.print(f"metrics: [cyan]{layout.metrics}[/]  ·  PR curve: [cyan]{layout.pr_curve}[/] ([dim]dvc plots show[/])")
+    console.print(f"metrics: [cyan]{layout.metrics}[/]  ·  PR curve: [cyan]{layout.pr_curve}[/] "
+                  "([dim]dvc plots show[/])")
 
 
 def _validate(project: Path) -> None:

@@ -3,8 +3,8 @@ on the real-imagery case studies (``dabancheng``, ``taizhou``).
 
 ``compoundwatch evaluate [--params F]`` runs the pipeline's evaluate stage exactly as before
 (:func:`pipeline.cli.stages.evaluate`); ``compoundwatch evaluate oscd [PATH]`` runs the OSCD harness of
-:mod:`pipeline.oscd_eval`; ``evaluate dabancheng [PATH]`` and ``evaluate taizhou [PATH]`` run
-:func:`pipeline.casestudies.evaluate_dabancheng` and :func:`pipeline.casestudies.evaluate_taizhou`.
+:mod:`pipeline.evaluate.oscd`; ``evaluate dabancheng [PATH]`` and ``evaluate taizhou [PATH]`` run
+:func:`pipeline.evaluate.cases.evaluate_dabancheng` and :func:`pipeline.evaluate.cases.evaluate_taizhou`.
 Registered by :mod:`pipeline.cli` through :func:`register`; heavy libraries are imported inside the commands
 so ``--help`` stays fast.
 """
@@ -15,7 +15,7 @@ import inspect
 import json
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -84,19 +84,19 @@ _Path = Annotated[Path, typer.Argument(
 _Out = Annotated[Path, typer.Option(
     "--out", "-o", metavar="JSON",
     help="Metrics file to write (JSON; top-level micro_f1, macro_f1, per_city).")]
-_Plot = Annotated[Optional[Path], typer.Option(
+_Plot = Annotated[Path | None, typer.Option(
     "--plot", metavar="PNG", show_default=False,
     help="Also draw the F1 per city (baseline vs learned) as a grouped bar chart (PNG).")]
 _Method = Annotated[Method, typer.Option(
-    "--method", help="learned: baseline + the learned chain leave-one-city-out (about 25-40 min for 10 "
-    "cities on 2 cores); cva: the CVA + Otsu baseline only (about a minute).")]
+    "--method", help="learned: baseline + the learned chain leave-one-city-out (about 8 min for 10 "
+    "cities on 2 idle cores); cva: the CVA + Otsu baseline only (about a minute).")]
 _BandSet = Annotated[str, typer.Option(
     "--band-set", metavar="NAME", help="Band set of the learned chain: s2-13, s2-10, s2-6 or s2-4.")]
-_Cities = Annotated[Optional[str], typer.Option(
+_Cities = Annotated[str | None, typer.Option(
     "--cities", metavar="A,B", show_default=False,
     help="Only these labelled cities, comma-separated (leave-one-city-out then runs among them). "
     "Default: every labelled city; hold-out cities are never read.")]
-_FromReport = Annotated[Optional[Path], typer.Option(
+_FromReport = Annotated[Path | None, typer.Option(
     "--from-report", metavar="JSON", show_default=False,
     help="Take the learned scores from the LOCO section of a training report (python -m pipeline.train.oscd "
     "--report, e.g. pipeline/data/models/oscd_loco.json) instead of retraining the folds: the classifier "
@@ -133,12 +133,18 @@ def oscd(
     table. The DVC stage evaluate_oscd (frozen) runs this command; `dvc metrics show` lists its file.
     """
     from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn,
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
     )
 
-    from pipeline import oscd_eval as ev
     from pipeline.detect.features import BAND_SETS
     from pipeline.errors import ConfigError
+    from pipeline.evaluate import oscd as ev
 
     learned = method is Method.LEARNED
     if learned and band_set not in BAND_SETS:
@@ -227,7 +233,7 @@ def result_table(doc: dict[str, Any]) -> Table:
 evaluate_app.command("oscd")(oscd)
 
 
-# -- the real-imagery case studies (pipeline.casestudies) ------------------------------------------------
+# -- the real-imagery case studies (pipeline.evaluate.cases) ------------------------------------------------
 
 _CaseOut = Annotated[Path, typer.Option("--out", "-o", metavar="JSON", help="Metrics file to write (JSON).")]
 _Pairs = Annotated[bool, typer.Option(
@@ -277,7 +283,7 @@ def dabancheng(
     and whether both facilities are in the top 5. **Writes** --out: the full result (top-level both_in_top5,
     facilities, n_flags, top, pairs, ...). The DVC stage evaluate_cases (frozen) runs this command.
     """
-    from pipeline import casestudies as cs
+    from pipeline.evaluate import cases as cs
 
     path = _data_folder(path, "Dabancheng", "s2_l1c_truecolor_georef/ and s2_l2a_2020-06-02/")
     with _steps() as steps:
@@ -346,7 +352,7 @@ def taizhou(
     at the top level (f1, precision, recall, iou, ...) with baseline {same keys} and ratio_f1_vs_baseline.
     The DVC stage evaluate_cases (frozen) runs this command.
     """
-    from pipeline import casestudies as cs
+    from pipeline.evaluate import cases as cs
 
     path = _data_folder(path, "Taizhou", "2000TM, 2003TM, change.bmp and unchanged.bmp")
     with _steps() as steps:
@@ -360,7 +366,7 @@ def taizhou(
 
 
 def taizhou_document(result: dict[str, Any]) -> dict[str, Any]:
-    """The metrics document of :func:`pipeline.casestudies.evaluate_taizhou`'s result: the chain's scores at
+    """The metrics document of :func:`pipeline.evaluate.cases.evaluate_taizhou`'s result: the chain's scores at
     the top level, ``baseline`` beside them, the label counts and ``ratio_f1_vs_baseline``."""
     return {
         **result["chain"],

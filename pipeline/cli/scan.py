@@ -7,7 +7,7 @@ command so ``--help`` stays fast.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,7 +24,7 @@ def scan(
     out: Annotated[Path, typer.Option(
         "--out", "-o", metavar="GEOJSON",
         help="Ranked candidate layer to write (RFC 7946 GeoJSON, WGS84).")] = Path("data/out/scan.geojson"),
-    scheduler: Annotated[Optional[str], typer.Option(
+    scheduler: Annotated[str | None, typer.Option(
         "--scheduler", metavar="ADDRESS",
         help="Run the tiles on a running dask.distributed cluster, e.g. tcp://10.0.0.5:8786 "
         "(default: dask.scheduler in the params, else this machine).")] = None,
@@ -45,10 +45,19 @@ def scan(
     area in m² and the evidence of its most confident part; ranked by confidence) and one small result
     file per tile under --resume-dir. Run the same command again after an interruption to resume.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from pipeline.publish.geojson import write_geojson
-    from pipeline.scan import ScanEvent, load_aoi, scan as run_scan
+    from pipeline.scan.aoi import ScanEvent, load_aoi
+    from pipeline.scan.aoi import scan as run_scan
 
     settings = settings_for(params)
     n_sites = len(load_aoi(aoi))
@@ -56,7 +65,7 @@ def scan(
                TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, transient=False) as bars:
         sites_task = None
-        tile_tasks: dict[str, object] = {}
+        tile_tasks: dict[str, TaskID] = {}
 
         def report(e: ScanEvent) -> None:
             nonlocal sites_task

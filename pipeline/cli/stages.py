@@ -8,7 +8,7 @@ Heavy libraries are imported inside the commands so ``--help`` stays fast.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -34,7 +34,7 @@ def fetch(
     sites: SitesArg = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     source: Annotated[
-        Optional[Source],
+        Source | None,
         typer.Option(help="Override fetch.source for this run: synthetic, sentinelhub, stac or local."),
     ] = None,
     dry_run: Annotated[

@@ -11,13 +11,16 @@ Pure: arrays in, arrays out.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import njit
 
 __all__ = ["pair_kernel", "score_kernel", "upsample2_kernel"]
 
 
-_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}  # numpy error model: x/0 is inf/NaN, no checks
+# numpy error model: x/0 is inf/NaN, no checks
+_JIT: dict[str, Any] = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 
 @njit(**_JIT)
@@ -38,7 +41,8 @@ def pair_kernel(before, after, i02, i04, i08, i11, weight, gain, scale, zero_is_
 
     ``before``/``after``: ``(band, y, x)`` float32 or uint16 values (e.g. L2A DN as read), reflectance =
     value × ``scale``; a NaN (or a 0 when ``zero_is_nodata``) is no data. ``i02 … i11``: band positions of
-    B02, B04, B08, B11 (``i11 < 0``: no NDBI/BSI terms). ``mag`` = sqrt(Σ (after − before)² + Σ (weight·index_after − weight·index_before)²)
+    B02, B04, B08, B11 (``i11 < 0``: no NDBI/BSI terms).
+    ``mag`` = sqrt(Σ (after − before)² + Σ (weight·index_after − weight·index_before)²)
     over bands and NDBI/BSI (NaN where not valid or an index is undefined); ``greened`` = NDVI rose by more
     than ``gain``. Loops run along rows (contiguous x) so the compiler vectorises them.
     """

@@ -44,7 +44,7 @@ class PairStats:
     n: int
 
     @classmethod
-    def from_samples(cls, magnitude: np.ndarray, settings: DetectSettings) -> "PairStats":
+    def from_samples(cls, magnitude: np.ndarray, settings: DetectSettings) -> PairStats:
         """Estimate from magnitudes of *valid* pixels (NaN allowed: valid but undefined index, score 0)."""
         m = np.asarray(magnitude, dtype=np.float32).ravel()
         finite = m[np.isfinite(m)]
@@ -90,7 +90,8 @@ def pair_magnitude(
     ``valid`` (bool: every band has data on both dates) and ``greened`` (bool: NDVI rose by more than
     ``max_ndvi_gain``). One compiled pass over the block (:func:`pipeline.detect._kernels.pair_kernel`).
     """
-    return _run_kernel(before, after, bands, max_ndvi_gain, scale, zero_is_nodata, None)[:3]
+    out = _run_kernel(before, after, bands, max_ndvi_gain, scale, zero_is_nodata, None)
+    return out[0], out[1], out[2]
 
 
 def _run_kernel(before: np.ndarray, after: np.ndarray, bands: Sequence[str], max_ndvi_gain: float, scale: float,

@@ -170,7 +170,7 @@ def build_features(
     if b.shape != a.shape or b.ndim != 3:
         raise BandError(f"BEFORE {b.shape} and AFTER {a.shape} must be (band, y, x) stacks on one grid")
     names, feats = _compute(b, a, need)
-    valid = np.isfinite(b).all(0) & np.isfinite(a).all(0)
+    valid = np.asarray(np.isfinite(b).all(0) & np.isfinite(a).all(0), dtype=bool)
     return names, feats, valid
 
 

@@ -83,9 +83,10 @@ def detect_pair(
 def best_learned_chain(bands: list[str]) -> tuple[str, str] | None:
     """``("unet" | "lgbm", band set)`` of the learned chain for ``bands`` with the higher strict
     cross-validated OSCD micro-F1 (sidecars' ``cv.micro_f1`` / ``loco_strict.micro_f1``), or None."""
-    from pipeline.detect.learned import available_band_sets, load_model
     from pipeline.detect.features import choose_band_set
-    from pipeline.detect.unet import choose_band_set as choose_unet, load_unet_meta
+    from pipeline.detect.learned import available_band_sets, load_model
+    from pipeline.detect.unet import choose_band_set as choose_unet
+    from pipeline.detect.unet import load_unet_meta
 
     options: list[tuple[float, str, str]] = []
     unet_set = choose_unet(bands)

@@ -23,6 +23,8 @@ looks at the whole score image, which is a single 2-D float array.
 
 from __future__ import annotations
 
+from typing import Any
+
 import dask
 import numpy as np
 import pandas as pd
@@ -103,7 +105,7 @@ def _series_kernel(
     ref_idx = np.flatnonzero(is_ref)
     post_idx = np.flatnonzero(~is_ref)
 
-    def dist(i: int, j: int) -> np.ndarray:
+    def dist(i: int | np.integer[Any], j: int | np.integer[Any]) -> np.ndarray:
         return np.sqrt(np.sum((feat[i] - feat[j]) ** 2, axis=0))
 
     # noise scale: lower quartile over reference dates of the distance to the nearest-in-time other ref date

@@ -33,8 +33,9 @@ from pipeline.detect.unet_input import UNET_BAND_SETS, NormStats, choose_unet_ba
 from pipeline.errors import BandError, DetectionError
 
 __all__ = [
-    "UnetModel", "load_unet", "load_unet_meta", "unet_band_sets", "unet_probability", "block_windows", "resample_factor",
-    "detect_pair_unet", "choose_band_set", "MODEL_PACKAGE", "MODEL_PIXEL_M", "DEFAULT_BLOCK", "DEFAULT_HALO",
+    "UnetModel", "load_unet", "load_unet_meta", "unet_band_sets", "unet_probability", "block_windows",
+    "resample_factor", "to_model_grid", "from_model_grid", "detect_pair_unet", "choose_band_set",
+    "MODEL_PACKAGE", "MODEL_PIXEL_M", "DEFAULT_BLOCK", "DEFAULT_HALO",
 ]
 
 MODEL_PACKAGE = "pipeline.data.unet"
@@ -128,8 +129,10 @@ def _window(arr: np.ndarray, rows: slice, cols: slice, halo: int, multiple: int)
     win = arr[:, y0:y1, x0:x1]
     ph, pw = (-win.shape[1]) % multiple, (-win.shape[2]) % multiple
     if ph or pw:
-        mode = "reflect" if min(win.shape[1:]) > max(ph, pw) else "edge"
-        win = np.pad(win, ((0, 0), (0, ph), (0, pw)), mode=mode)
+        if min(win.shape[1:]) > max(ph, pw):
+            win = np.pad(win, ((0, 0), (0, ph), (0, pw)), mode="reflect")
+        else:
+            win = np.pad(win, ((0, 0), (0, ph), (0, pw)), mode="edge")
     return np.ascontiguousarray(win), rows.start - y0, cols.start - x0
 
 
@@ -157,7 +160,7 @@ def unet_probability(
     na[:, ~valid] = 0.0
     out = np.zeros(valid.shape, np.float32)
     m = model.multiple
-    for rows, cols in block_windows(*valid.shape, block, halo, m):
+    for rows, cols in block_windows(valid.shape[0], valid.shape[1], block, halo, m):
         wb, oy, ox = _window(nb, rows, cols, halo, m)
         wa, _, _ = _window(na, rows, cols, halo, m)
         prob = model.run(wb, wa)

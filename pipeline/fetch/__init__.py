@@ -48,7 +48,7 @@ class Fetcher(Protocol):
     def fetch(self, request: FetchRequest) -> xr.Dataset: ...
 
 
-def request_for(site: "Site", settings: Settings) -> FetchRequest:
+def request_for(site: Site, settings: Settings) -> FetchRequest:
     """The :class:`FetchRequest` of ``site`` under ``settings`` (its UTM grid at ``fetch.resolution_m``)."""
     return FetchRequest(
         site_id=site.site_id,
@@ -85,7 +85,7 @@ def make_fetcher(settings: Settings) -> Fetcher:
     raise ConfigError(f"fetch.source: {source.value!r} needs its own section in params.yaml (e.g. `local:`)")
 
 
-def truth_for(fetcher: Fetcher, request: FetchRequest, control: bool = False) -> "gpd.GeoDataFrame":
+def truth_for(fetcher: Fetcher, request: FetchRequest, control: bool = False) -> gpd.GeoDataFrame:
     """Ground-truth polygons of ``request`` in WGS84 (EPSG:4326).
 
     Only the synthetic source knows the truth (its ``truth`` method); real sources and control sites

@@ -1,7 +1,7 @@
 """Sentinel-2 scenes from a local folder of GeoTIFF/COG files or band folders (no network).
 
 Each match of ``settings.pattern`` (globs relative to ``settings.path``) is one scene, read with
-:func:`pipeline.scenes.read_scene`: a multiband file with bands named by their descriptions (or by
+:func:`pipeline.fetch.scenes.read_scene`: a multiband file with bands named by their descriptions (or by
 ``band_order`` when it has none), or a folder of ``*_Bxx.tif`` files. Scenes are reprojected onto the
 request's UTM grid (bilinear; the scene's own CRS may be anything, e.g. EPSG:4326) and written back as L2A
 digital numbers ``round(reflectance × 10000 × dn_scale)``. ``read_scene`` already removed any
@@ -22,18 +22,20 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
 import xarray as xr
+from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import Resampling, reproject
 
+from pipeline.config import LocalSettings
 from pipeline.errors import BandError, InputFileError
 from pipeline.fetch import FetchRequest
 from pipeline.fetch._cube import DEFAULT_INVALID_SCL, L1C_SCL_CODES, build_cube, empty_note, has_clear
-from pipeline.config import LocalSettings
-from pipeline.scenes import RASTER_SUFFIXES, read_scene
+from pipeline.fetch.scenes import RASTER_SUFFIXES, read_scene
 
 __all__ = ["LocalFetcher", "scene_paths"]
 
@@ -112,9 +114,11 @@ class LocalFetcher:
         try:
             return read_scene(path, list(self.settings.band_order), required=())
         except BandError as err:
-            raise BandError(f"{err} (local.band_order is {list(self.settings.band_order or ())})") from None
+            raise BandError(f"{err} (local.band_order is {list(self.settings.band_order or ())})") from err
 
-    def _to_grid(self, data: np.ndarray, src_crs: CRS, src_transform, request: FetchRequest, nearest: bool) -> np.ndarray:
+    def _to_grid(
+        self, data: np.ndarray, src_crs: CRS, src_transform: Affine, request: FetchRequest, nearest: bool
+    ) -> np.ndarray:
         out = np.full(request.grid.shape, np.nan, np.float32)
         reproject(
             data.astype(np.float32),
@@ -132,7 +136,7 @@ class LocalFetcher:
     def fetch(self, request: FetchRequest) -> xr.Dataset:
         """Read, reproject and stack the scenes within ``[start, end]`` (see the module docstring)."""
         h, w = request.grid.shape
-        per_date: dict[dt.date, dict[str, object]] = {}
+        per_date: dict[dt.date, dict[str, Any]] = {}
         skipped: list[str] = []
         for path in scene_paths(self.settings):
             scene = self._read(path)
@@ -170,16 +174,16 @@ class LocalFetcher:
                 continue
             if day in per_date:  # merge: fill the gaps of the first scene of this date
                 prev = per_date[day]
-                gap = prev["dn"] == 0  # type: ignore[operator]
-                prev["dn"] = np.where(gap, dn, prev["dn"])  # type: ignore[arg-type]
-                prev["scl"] = np.where(prev["scl"] == 0, scl, prev["scl"])  # type: ignore[arg-type]
+                gap = prev["dn"] == 0
+                prev["dn"] = np.where(gap, dn, prev["dn"])
+                prev["scl"] = np.where(prev["scl"] == 0, scl, prev["scl"])
                 prev["id"] = f"{prev['id']}+{sid}"
             else:
                 per_date[day] = {"dn": dn, "scl": scl, "id": sid}
         dates = sorted(per_date)
-        refl = np.stack([per_date[d]["dn"] for d in dates]).astype(np.uint16) if dates else None
+        cube_dn = np.stack([per_date[d]["dn"] for d in dates]).astype(np.uint16) if dates else None
         scl_all = np.stack([per_date[d]["scl"] for d in dates]).astype(np.uint8) if dates else None
         attrs = {"source": "local", "local_path": str(self.settings.path), "dn_scale": self.settings.dn_scale}
         return build_cube(
-            request, dates, refl, scl_all, [0] * len(dates), [str(per_date[d]["id"]) for d in dates], attrs, skipped
+            request, dates, cube_dn, scl_all, [0] * len(dates), [str(per_date[d]["id"]) for d in dates], attrs, skipped
         )

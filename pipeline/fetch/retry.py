@@ -142,7 +142,8 @@ def send_with_retry(
                     "check the network and the service URL, then run again (finished scenes are cached)"
                 ) from exc
             wait = policy.delay(attempt - 1)
-            LOGGER.warning("%s: %s on %s, retry %d/%d in %.2fs", service, last, url, attempt, policy.max_attempts - 1, wait)
+            LOGGER.warning("%s: %s on %s, retry %d/%d in %.2fs", service, last, url, attempt,
+                           policy.max_attempts - 1, wait)
             policy.sleep(wait)
             continue
         status = resp.status_code

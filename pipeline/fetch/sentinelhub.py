@@ -48,6 +48,7 @@ from sentinelhub import (
 )
 from sentinelhub.download.models import DownloadRequest, DownloadResponse
 
+from pipeline.config import Collection, SentinelHubSettings
 from pipeline.errors import FetchError
 from pipeline.fetch import FetchRequest
 from pipeline.fetch._cube import DEFAULT_INVALID_SCL, build_cube, empty_note, has_clear
@@ -55,7 +56,6 @@ from pipeline.fetch._secrets import redact, redacting_logs
 from pipeline.fetch.cache import SCL_KEY, SceneCache
 from pipeline.fetch.harmonise_meta import boa_add_offset
 from pipeline.fetch.retry import RetryPolicy, send_with_retry
-from pipeline.config import Collection, SentinelHubSettings
 
 __all__ = ["SentinelHubFetcher", "FetchPlan", "SceneInfo", "estimate_pu", "evalscript", "sh_config"]
 
@@ -301,7 +301,8 @@ class SentinelHubFetcher:
         return self._client
 
     def _collection(self) -> DataCollection:
-        base = DataCollection.SENTINEL2_L1C if self.settings.collection is Collection.L1C else DataCollection.SENTINEL2_L2A
+        l1c = self.settings.collection is Collection.L1C
+        base = DataCollection.SENTINEL2_L1C if l1c else DataCollection.SENTINEL2_L2A
         tag = hashlib.sha1(self.settings.base_url.encode()).hexdigest()[:8]
         return base.define_from(f"CW_{base.name}_{tag}", service_url=self.settings.base_url)
 
@@ -415,7 +416,7 @@ class SentinelHubFetcher:
             raise FetchError(
                 f"{self.label} Process API returned no readable GeoTIFF for {scene.date} ({err}); "
                 "check the evalscript bands for the collection"
-            ) from None
+            ) from err
         if data.shape != (len(names), h, w):
             raise FetchError(
                 f"{self.label} Process API returned an image of shape {data.shape} for {scene.date}, "

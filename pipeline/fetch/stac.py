@@ -22,20 +22,20 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import xarray as xr
-from shapely.geometry import box
+from shapely.geometry import Point, box
 from urllib3 import Retry
 
+from pipeline.config import StacSettings
 from pipeline.errors import ConfigError, FetchError
 from pipeline.fetch import FetchRequest
 from pipeline.fetch._cube import DEFAULT_INVALID_SCL, build_cube, empty_note
 from pipeline.fetch._secrets import redacting_logs
 from pipeline.fetch.harmonise_meta import boa_add_offset
-from pipeline.config import StacSettings
 from pipeline.grid import to_crs
 
 __all__ = ["StacFetcher", "EARTH_SEARCH_ASSETS"]
@@ -180,9 +180,9 @@ class StacFetcher:
             )
             scl = ds[scl_key].astype(np.uint8).values  # eager: small, decides which days to keep
         except (RuntimeError, OSError, ValueError) as err:
-            raise FetchError(f"STAC assets from {s.url} could not be read ({str(err)[:200]})") from None
+            raise FetchError(f"STAC assets from {s.url} could not be read ({str(err)[:200]})") from err
 
-        lon = to_crs(box(*request.grid.bounds).centroid, request.grid.epsg, 4326).x
+        lon = cast(Point, to_crs(box(*request.grid.bounds).centroid, request.grid.epsg, 4326)).x
         by_day: dict[dt.date, list[Any]] = {}
         for it in items:
             by_day.setdefault(_solar_date(it.datetime, lon), []).append(it)

@@ -83,7 +83,8 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
 
 
 def _dates(start: dt.date, end: dt.date, revisit_days: int, rng: np.random.Generator) -> list[dt.date]:
-    out, d = [], start
+    out: list[dt.date] = []
+    d = start
     while d <= end:
         jitter = int(rng.integers(-3, 4))
         day = min(max(d + dt.timedelta(days=jitter), start), end)
@@ -109,7 +110,7 @@ class SyntheticFetcher:
         rng, dates, land = self._plan(request)
         return self._render(request, rng, dates, land)
 
-    def truth(self, request: FetchRequest) -> "pd.DataFrame":
+    def truth(self, request: FetchRequest) -> pd.DataFrame:
         """Ground truth expansions as a GeoDataFrame in the site's UTM CRS.
 
         Columns: ``truth_id``, ``site_id``, ``kind``, ``appeared_after`` / ``appeared_before`` (ISO dates:

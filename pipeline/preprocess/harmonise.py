@@ -14,7 +14,7 @@ __all__ = ["to_reflectance", "QUANTIFICATION_VALUE"]
 QUANTIFICATION_VALUE = 10000.0
 
 
-def to_reflectance(dn: xr.DataArray, boa_add_offset: xr.DataArray | int | None = None) -> xr.DataArray:
+def to_reflectance(dn: xr.DataArray, boa_add_offset: xr.DataArray | float | None = None) -> xr.DataArray:
     """Convert L2A digital numbers to float32 reflectance (unitless, 0-1).
 
     Parameters

@@ -29,14 +29,15 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import xarray as xr
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from pipeline.publish.summary import as_date
 from pipeline.errors import BandError, InputFileError
 from pipeline.flag import grid_transform
+from pipeline.publish.summary import as_date
 
 __all__ = ["CHIPS_DIR", "RGB_BANDS", "ChipWindow", "chip_href", "chip_window", "stretch", "render_chips"]
 
@@ -145,23 +146,23 @@ def _pick(frac: np.ndarray, candidates: np.ndarray, latest: bool) -> int:
     return int(order[np.argmax(frac[order])])
 
 
-def _outline(ax: object, geom: BaseGeometry, x0: float, y0: float) -> None:
+def _outline(ax: Axes, geom: BaseGeometry, x0: float, y0: float) -> None:
     polys = [geom] if isinstance(geom, Polygon) else list(getattr(geom, "geoms", []))
     for p in polys:
         if not isinstance(p, Polygon):
             continue
         for ring in (p.exterior, *p.interiors):
             xy = np.asarray(ring.coords)
-            ax.plot(xy[:, 0] - x0, xy[:, 1] - y0, color="#ffea00", lw=1.6, solid_joinstyle="miter")  # type: ignore[attr-defined]
+            ax.plot(xy[:, 0] - x0, xy[:, 1] - y0, color="#ffea00", lw=1.6, solid_joinstyle="miter")
 
 
-def _scale_bar(ax: object, width_m: float, height_m: float) -> None:
+def _scale_bar(ax: Axes, width_m: float, height_m: float) -> None:
     length = _nice_length(width_m / 3)
     if length <= 0:
         return
     x, y = 0.06 * width_m, 0.07 * height_m
-    ax.plot([x, x + length], [y, y], color="black", lw=5, solid_capstyle="butt")  # type: ignore[attr-defined]
-    ax.plot([x, x + length], [y, y], color="white", lw=3, solid_capstyle="butt")  # type: ignore[attr-defined]
+    ax.plot([x, x + length], [y, y], color="black", lw=5, solid_capstyle="butt")
+    ax.plot([x, x + length], [y, y], color="white", lw=3, solid_capstyle="butt")
     label = f"{length / 1000:g} km" if length >= 1000 else f"{length:g} m"
     ax.text(
         x + length / 2,
@@ -169,7 +170,7 @@ def _scale_bar(ax: object, width_m: float, height_m: float) -> None:
         label,
         color="white",
         ha="center",
-        va="bottom",  # type: ignore[attr-defined]
+        va="bottom",
         fontsize=8,
         fontweight="bold",
         bbox={"facecolor": "black", "alpha": 0.55, "pad": 1.5, "edgecolor": "none"},
@@ -285,7 +286,8 @@ def render_chips(
         if area is not None and not pd.isna(area):
             extra.append(f"{float(area):,.0f} m²")
         caption = (
-            f"{fid} · {' · '.join(extra) + ' · ' if extra else ''}change between {a_after or '?'} and {a_before or '?'}\n"
+            f"{fid} · {' · '.join(extra) + ' · ' if extra else ''}"
+            f"change between {a_after or '?'} and {a_before or '?'}\n"
             f"Sentinel-2 true colour (B04/B03/B02), 2–98 % stretch · pixel {res_x:g} m × {res_y:g} m · "
             f"window {width_m:,.0f} m × {height_m:,.0f} m · EPSG:{crs.to_epsg()}"
         )

@@ -16,11 +16,12 @@ What :func:`write_geojson` guarantees (and :func:`validate_rfc7946` checks indep
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import geopandas as gpd
 import numpy as np
@@ -78,7 +79,7 @@ def _clean(geom: BaseGeometry | None) -> BaseGeometry | None:
         return None
     if isinstance(geom, Polygon):
         return orient(geom, sign=1.0)
-    return MultiPolygon([orient(p, sign=1.0) for p in geom.geoms])
+    return MultiPolygon([orient(p, sign=1.0) for p in cast(MultiPolygon, geom).geoms])
 
 
 def _ring(coords: Iterable[Sequence[float]]) -> list[list[float]]:
@@ -95,7 +96,7 @@ def _polygon_coords(p: Polygon) -> list[list[list[float]]]:
 def _geometry_json(geom: BaseGeometry) -> dict[str, Any]:
     if isinstance(geom, Polygon):
         return {"type": "Polygon", "coordinates": _polygon_coords(geom)}
-    return {"type": "MultiPolygon", "coordinates": [_polygon_coords(p) for p in geom.geoms]}
+    return {"type": "MultiPolygon", "coordinates": [_polygon_coords(p) for p in cast(MultiPolygon, geom).geoms]}
 
 
 def _json_value(v: Any) -> Any:
@@ -140,7 +141,7 @@ def to_feature_collection(gdf: gpd.GeoDataFrame) -> dict[str, Any]:
         )
     wgs = gdf.to_crs(4326) if gdf.crs is not None and len(gdf) else gdf
     geom_col = wgs.geometry.name
-    cols = list(wgs.columns)
+    cols: list[Any] = list(wgs.columns)
     gi = cols.index(geom_col)
     features = []
     for values in wgs.itertuples(index=False, name=None):
@@ -182,7 +183,7 @@ def read_geojson(path: str | Path, *, columns: Sequence[str] | None = None) -> g
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputFileError(f"{path} is not valid JSON ({err}); rewrite it with write_geojson") from None
+        raise InputFileError(f"{path} is not valid JSON ({err}); rewrite it with write_geojson") from err
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" or not isinstance(
         doc.get("features"), list
     ):
@@ -201,7 +202,8 @@ def read_geojson(path: str | Path, *, columns: Sequence[str] | None = None) -> g
     frame = pd.DataFrame.from_records(records, columns=cols) if records else pd.DataFrame(
         {c: pd.Series([], dtype="object") for c in cols}
     )
-    return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs=4326, index=frame.index), crs=4326)
+    series = gpd.GeoSeries(cast(Any, geoms), crs=4326, index=frame.index)  # None: a feature without geometry
+    return gpd.GeoDataFrame(frame, geometry=series, crs=4326)
 
 
 def merge_layers(paths: Iterable[str | Path]) -> gpd.GeoDataFrame:
@@ -232,7 +234,7 @@ def _is_number(v: Any) -> bool:
 def _signed_area(ring: list[list[float]]) -> float:
     """Shoelace signed area (> 0 counter-clockwise in lon/lat axes)."""
     s = 0.0
-    for (x0, y0, *_), (x1, y1, *_) in zip(ring[:-1], ring[1:]):
+    for (x0, y0, *_), (x1, y1, *_) in itertools.pairwise(ring):
         s += x0 * y1 - x1 * y0
     return s / 2.0
 

@@ -4,7 +4,8 @@ The page works from disk (``file://``) with no network: MapLibre's UMD build (``
 ``maplibre-gl.css``, from the npm registry at build time via ``npm ci --prefix web``, never a CDN) is
 copied into the output folder, and the layers are embedded in the page as JSON (browsers do not let a
 ``file://`` page fetch other files). The page shows flags coloured by confidence class (polygons from
-zoom 9, points below zoom 11), site outlines (and rings below zoom 10), a popup with every property and the before/after chip, a
+zoom 9, points below zoom 11), site outlines (and rings below zoom 10), a popup with every property and the
+before/after chip, a
 filter by ``appeared_before`` and a legend; see ``templates/app.js``.
 
 Escaping: the data goes into a ``<script type="application/json">`` block with ``<``, ``>``, ``&``,

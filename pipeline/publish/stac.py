@@ -59,7 +59,7 @@ def _asset(path: Path, title: str, roles: Sequence[str], description: str | None
         href=str(path.resolve()),
         title=title,
         description=description,
-        media_type=MEDIA_TYPES.get(path.suffix, None),
+        media_type=MEDIA_TYPES.get(path.suffix),
         roles=list(roles),
     )
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import geopandas as gpd
 import numpy as np
@@ -83,16 +83,16 @@ def period_labels(start: dt.date, end: dt.date, period: Period = "half-year") ->
     return labels
 
 
-def as_date(value: object) -> dt.date | None:
+def as_date(value: Any) -> dt.date | None:
     """A date from an ISO string, timestamp or date; ``None`` for missing values (None, NaN, NaT)."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     try:
-        if pd.isna(value):  # type: ignore[arg-type]
+        if pd.isna(value):
             return None
     except (TypeError, ValueError):
         pass
-    return pd.Timestamp(value).date()  # type: ignore[arg-type]
+    return pd.Timestamp(value).date()
 
 
 def latest_clear_date(cube: xr.Dataset, min_fraction: float = CLEAR_SITE_FRACTION) -> dt.date | None:

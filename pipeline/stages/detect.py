@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.cluster import dask_client, dask_settings
 from pipeline.config import Settings, load_settings
 from pipeline.detect import detect_series
 from pipeline.io import read_cube, write_cube
+from pipeline.scan.cluster import dask_client, dask_settings
 from pipeline.stages import stage_main, stage_parser
 
 __all__ = ["DetectResult", "run", "main"]

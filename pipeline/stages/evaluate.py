@@ -27,7 +27,8 @@ import numpy as np
 
 from pipeline.config import Settings, load_settings
 from pipeline.errors import ConfigError
-from pipeline.evaluate import object_metrics, pixel_scores, pr_curve, rasterize_truth
+from pipeline.evaluate.metrics import Scores, pixel_scores, rate
+from pipeline.evaluate.objects import object_metrics, pr_curve, rasterize_truth
 from pipeline.io import read_cube
 from pipeline.publish.geojson import read_geojson
 from pipeline.sites import load_sites
@@ -41,17 +42,8 @@ _COUNTS = ("n_flags", "n_truth", "tp", "fp", "fn", "truth_found")
 
 
 def _ratios(c: dict[str, int]) -> dict[str, float]:
-    """Recall / precision from pooled counts, with the conventions of :mod:`pipeline.evaluate`."""
-    return {
-        "object_recall": c["truth_found"] / c["n_truth"] if c["n_truth"] else 1.0,
-        "object_precision": c["tp"] / c["n_flags"] if c["n_flags"] else 1.0,
-    }
-
-
-def _f1(tp: int, fp: int, fn: int) -> float:
-    p = tp / (tp + fp) if tp + fp else 1.0
-    r = tp / (tp + fn) if tp + fn else 1.0
-    return 2 * p * r / (p + r) if p + r else 0.0
+    """Recall / precision from pooled counts (empty layers: the rule of :mod:`pipeline.evaluate.metrics`)."""
+    return {"object_recall": rate(c["truth_found"], c["n_truth"]), "object_precision": rate(c["tp"], c["n_flags"])}
 
 
 def _round(obj: Any) -> Any:
@@ -111,7 +103,7 @@ def run(
 
     metrics = {
         **_ratios(total),
-        "pixel_f1": _f1(**px),
+        "pixel_f1": Scores(**px).f1,
         "control_site_flags": control_flags,
         "n_flags": total["n_flags"],
         "n_truth": total["n_truth"],
@@ -126,7 +118,7 @@ def run(
         w = csv.writer(fh)
         w.writerow(["threshold", "precision", "recall"])
         for t, (tp, nf, found, nt) in zip(THRESHOLDS, curve):
-            w.writerow([f"{t:.2f}", f"{tp / nf if nf else 1.0:.4f}", f"{found / nt if nt else 1.0:.4f}"])
+            w.writerow([f"{t:.2f}", f"{rate(tp, nf):.4f}", f"{rate(found, nt):.4f}"])
     return metrics
 
 

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from pipeline.config import Settings, load_settings
 from pipeline.fetch import make_fetcher, request_for, truth_for
 from pipeline.io import write_cube

@@ -8,7 +8,7 @@ Usage::
 For every band set (see :data:`pipeline.detect.features.BAND_SETS`):
 
 1. each labelled city is read as ``compoundwatch compare imgs_1/ imgs_2/`` reads it
-   (:func:`pipeline.oscd.read_city`), AFTER co-registered and normalised to BEFORE
+   (:func:`pipeline.fetch.oscd.read_city`), AFTER co-registered and normalised to BEFORE
    (:func:`pipeline.detect.learned.prepare_pair`) and turned into features;
 2. training pixels are sampled per city (seeded): up to ``--pos`` change and ``--neg`` no-change pixels;
 3. leave-one-city-out (LOCO): for each city a model trained on the other cities predicts it; the Gaussian
@@ -27,7 +27,7 @@ For every band set (see :data:`pipeline.detect.features.BAND_SETS`):
    with the sidecar ``oscd-<band set>.json`` (bands, feature names, threshold, ``adaptive_threshold`` rule,
    smoothing, LOCO scores).
 
-Hold-out cities (:data:`pipeline.oscd.HOLDOUT_CITIES`) are never read.
+Hold-out cities (:data:`pipeline.fetch.oscd.HOLDOUT_CITIES`) are never read.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ from scipy import ndimage
 from pipeline.detect.features import BAND_SETS, build_features
 from pipeline.detect.learned import prepare_pair
 from pipeline.detect.segments import SegmentRule, segment_average, superpixels
-from pipeline.oscd import HOLDOUT_CITIES, labelled_cities, read_city
-from pipeline.oscd_eval import Scores
+from pipeline.evaluate.metrics import Scores, f1_of_counts
+from pipeline.fetch.oscd import HOLDOUT_CITIES, labelled_cities, read_city
 
 __all__ = [
     "LGB_PARAMS", "BLEND_PARTNER", "CityData", "load_city", "sample_rows", "train_booster", "loco",
@@ -169,11 +169,6 @@ def f1_counts(prob: np.ndarray, label: np.ndarray, thresholds: np.ndarray = THRE
     return np.stack([tp, fp, label.sum() - tp], axis=1).astype(np.int64)
 
 
-def _f1(c: np.ndarray) -> np.ndarray:
-    tp, fp, fn = c[..., 0], c[..., 1], c[..., 2]
-    return 2 * tp / np.maximum(2 * tp + fp + fn, 1)
-
-
 #: Candidate per-image adaptive thresholds ``clip(scale * quantile_q(prob), lo, hi)`` (see
 #: :func:`pipeline.detect.learned.adaptive_threshold`): the image's own high-probability level sets the cut,
 #: so cities where the model is under-confident (low probabilities overall) are not cut at a level that only
@@ -238,16 +233,16 @@ def select_threshold(
             for k, cand in enumerate(cands):
                 if cand is not None:
                     counts[k, j] = fc[_threshold_index(levels[cand["quantile"]], cand)]
-        ig = int(np.argmax(_f1(glob.sum(1))))
+        ig = int(np.argmax(f1_of_counts(glob.sum(1))))
         counts[0] = glob[ig]
         table[s] = counts
-        pooled = _f1(counts.sum(1))
+        pooled = f1_of_counts(counts.sum(1))
         k = int(np.argmax(pooled))
         if best is None or pooled[k] > best["micro_f1"]:
             best = {"sigma": float(s), "threshold": float(THRESHOLDS[ig]), "adaptive": cands[k],
                     "micro_f1": float(pooled[k]), "k": k,
-                    "global": {"micro_f1": float(_f1(glob[ig].sum(0))),
-                               "macro_f1": float(np.mean([_f1(glob[ig, j]) for j in range(len(cities))]))}}
+                    "global": {"micro_f1": float(f1_of_counts(glob[ig].sum(0))),
+                               "macro_f1": float(np.mean([f1_of_counts(glob[ig, j]) for j in range(len(cities))]))}}
     assert best is not None
     counts = table[best["sigma"]]
     k = best.pop("k")
@@ -258,18 +253,18 @@ def select_threshold(
     total = np.zeros(3, np.int64)
     for j, c in enumerate(cities):
         others = counts[:, [i for i in range(len(cities)) if i != j]].sum(1)
-        kk = int(np.argmax(_f1(others)))
+        kk = int(np.argmax(f1_of_counts(others)))
         rule = cands[kk]
         strict["per_city"][c] = {**_scores(counts[kk, j]), "rule": rule if rule is not None else "global"}
         total += counts[kk, j]
-    strict["micro_f1"] = float(_f1(total))
+    strict["micro_f1"] = float(f1_of_counts(total))
     strict["macro_f1"] = float(np.mean([v["f1"] for v in strict["per_city"].values()]))
     best["strict"] = strict
     return best
 
 
 def _scores(c: np.ndarray) -> dict[str, float]:
-    """Scores of one ``(tp, fp, fn)`` count row (:class:`pipeline.oscd_eval.Scores`)."""
+    """Scores of one ``(tp, fp, fn)`` count row (:class:`pipeline.evaluate.metrics.Scores`)."""
     return Scores(*(int(v) for v in c)).as_dict()
 
 
@@ -360,13 +355,20 @@ def _train_band_set(
     sigma, threshold, adaptive = 1.0, 0.5, None
     segment_rule: dict[str, Any] | None = None
     if own.probs is not None:
+        assert own.secs is not None  # set together with probs by the LOCO run
+        part_probs: list[dict[str, np.ndarray]] = []
+        part_secs: list[dict[str, float]] = []
+        for p in partners:  # partners run LOCO whenever the band set does
+            probs_p, secs_p = sampled[p].probs, sampled[p].secs
+            assert probs_p is not None and secs_p is not None
+            part_probs.append(probs_p)
+            part_secs.append(secs_p)
         labels = {c: data[c].label for c in cities}
         alone = select_threshold(own.probs, labels)
-        maps = blend_probs([own.probs] + [sampled[p].probs for p in partners]) if partners else own.probs
+        maps = blend_probs([own.probs, *part_probs]) if partners else own.probs
         sel, segment_rule, _ = select_chain(maps, labels, own.segments)
         sigma, threshold, adaptive = sel["sigma"], sel["threshold"], sel["adaptive"]
-        secs = {c: own.secs[c] + sum(sampled[p].secs[c] for p in partners)  # type: ignore[index]
-                for c in cities}
+        secs = {c: own.secs[c] + sum(s[c] for s in part_secs) for c in cities}
         record = {"loco": sel, "loco_seconds_per_city": secs,
                   "loco_seconds": own.loco_seconds + sum(sampled[p].loco_seconds for p in partners)}
         record["segment_average"] = segment_rule
@@ -413,7 +415,8 @@ def _train_band_set(
             "python": platform.python_version(),
             "train_seconds": train_s,
         },
-        **({"loco": {k: record["loco"][k] for k in ("micro_f1", "macro_f1", "sigma", "threshold", "adaptive", "global")},
+        **({"loco": {k: record["loco"][k]
+                     for k in ("micro_f1", "macro_f1", "sigma", "threshold", "adaptive", "global")},
             "loco_strict": {k: record["loco"]["strict"][k] for k in ("micro_f1", "macro_f1")}}
            if record else {}),
     }

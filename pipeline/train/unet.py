@@ -94,7 +94,7 @@ class CityArrays:
 
 def cache_cities(root: Path, cache: Path, cities: list[str]) -> None:
     """Read each city once (13 bands, the ``compare`` path) into ``cache/<city>.npz``."""
-    from pipeline.oscd import read_city
+    from pipeline.fetch.oscd import read_city
 
     cache.mkdir(parents=True, exist_ok=True)
     for city in cities:
@@ -153,9 +153,9 @@ def augment_date(x: np.ndarray, rng: np.random.Generator, recipe: Recipe) -> np.
     if rng.random() < 0.8:  # tone curve: gamma, then residual gain/offset (per band jitter)
         g = float(np.exp(rng.uniform(np.log(0.6), np.log(1.6))))
         x = np.clip(x, 0, 1 + CLIP) ** g
-        gain = rng.uniform(0.8, 1.25) * rng.uniform(0.95, 1.05, nb)
-        off = rng.uniform(-0.1, 0.1) + rng.uniform(-0.02, 0.02, nb)
-        x = x * gain[:, None, None].astype(np.float32) + off[:, None, None].astype(np.float32)
+        gain = np.asarray(rng.uniform(0.8, 1.25) * rng.uniform(0.95, 1.05, nb), np.float32)
+        off = np.asarray(rng.uniform(-0.1, 0.1) + rng.uniform(-0.02, 0.02, nb), np.float32)
+        x = x * gain[:, None, None] + off[:, None, None]
     if rng.random() < 0.2:
         s = rng.uniform(0.3, 1.0)
         x = ndimage.gaussian_filter(x, (0, s, s), mode="nearest")
@@ -188,21 +188,21 @@ def sample_batch(
         else:
             y0 = int(rng.integers(m, h - s - m + 1))
             x0 = int(rng.integers(m, w - s - m + 1))
-        win = (slice(y0 - m, y0 + s + m), slice(x0 - m, x0 + s + m))
-        b = c.before[(slice(None), *win)]
-        a = c.after[(slice(None), *win)]
-        lab = c.label[win]
-        val = c.valid[win]
+        rows, cols = slice(y0 - m, y0 + s + m), slice(x0 - m, x0 + s + m)
+        b = c.before[:, rows, cols]
+        a = c.after[:, rows, cols]
+        lab = c.label[rows, cols]
+        val = c.valid[rows, cols]
         if augment:
             if recipe.max_shift_px > 0:
                 shift = rng.uniform(-recipe.max_shift_px, recipe.max_shift_px, 2)
-                a = ndimage.shift(a, (0, *shift), order=1, mode="nearest")
+                a = ndimage.shift(a, (0.0, float(shift[0]), float(shift[1])), order=1, mode="nearest")
             b = augment_date(b, rng, recipe)
             a = augment_date(a, rng, recipe)
             if rng.random() < 0.5:  # dates swapped: construction and demolition look alike to the label
                 b, a = a, b
-        inner = (slice(m, m + s), slice(m, m + s))
-        b, a, lab, val = b[(slice(None), *inner)], a[(slice(None), *inner)], lab[inner], val[inner]
+        core = slice(m, m + s)
+        b, a, lab, val = b[:, core, core], a[:, core, core], lab[core, core], val[core, core]
         if augment:
             k = int(rng.integers(4))
             flip = rng.random() < 0.5
@@ -364,7 +364,7 @@ def nested_thresholds(city_counts: dict[str, np.ndarray]) -> dict[str, float]:
     """Per city, the threshold with the best pooled micro-F1 over the cities of the *other* folds."""
     out = {}
     for fold in FOLDS:
-        others = sum(c for k, c in city_counts.items() if k not in fold)
+        others = np.sum([c for k, c in city_counts.items() if k not in fold], axis=0)
         t = float(THRESHOLDS[int(np.argmax(f1(others)))])
         for city in fold:
             out[city] = t
@@ -468,7 +468,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(args.threads)
-    from pipeline.oscd import labelled_cities
+    from pipeline.fetch.oscd import labelled_cities
 
     root, work, out = Path(args.data), Path(args.work), Path(args.out)
     cities = labelled_cities(root)

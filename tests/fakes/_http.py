@@ -32,7 +32,8 @@ class LoopbackServer:
                         {"method": method, "path": parts.path, "headers": headers, "body": body, "t": time.monotonic()}
                     )
                 try:
-                    status, out_headers, payload = outer.handle(method, parts.path, parse_qs(parts.query), headers, body)
+                    status, out_headers, payload = outer.handle(
+                        method, parts.path, parse_qs(parts.query), headers, body)
                 except Exception as err:  # a bug in the fake: answer 500 with the reason
                     status, out_headers, payload = 500, {"Content-Type": "text/plain"}, repr(err).encode()
                 self.send_response(status)
@@ -43,13 +44,13 @@ class LoopbackServer:
                 if method != "HEAD":
                     self.wfile.write(payload)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._serve("GET")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self._serve("POST")
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 self._serve("HEAD")
 
             def log_message(self, *args: Any) -> None:  # keep test output quiet
@@ -64,7 +65,9 @@ class LoopbackServer:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes) -> Response:
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes
+    ) -> Response:
         raise NotImplementedError
 
     def requests_to(self, path_part: str) -> list[dict[str, Any]]:
@@ -72,7 +75,7 @@ class LoopbackServer:
         with self.lock:
             return [r for r in self.log if path_part in r["path"]]
 
-    def __enter__(self) -> "LoopbackServer":
+    def __enter__(self) -> LoopbackServer:
         self._thread.start()
         return self
 

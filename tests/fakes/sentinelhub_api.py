@@ -93,7 +93,8 @@ class FakeSentinelHub(LoopbackServer):
         with self.lock:
             if self.fail_next[api]:
                 status, headers = self.fail_next[api].pop(0)
-                return _json(status, {"error": {"status": status, "reason": "injected", "message": f"fake {api} error"}}, headers)
+                error = {"status": status, "reason": "injected", "message": f"fake {api} error"}
+                return _json(status, {"error": error}, headers)
             if self.fail_always[api]:
                 status = self.fail_always[api]
                 return _json(status, {"error": {"status": status, "reason": "injected", "message": "fake outage"}})
@@ -110,7 +111,9 @@ class FakeSentinelHub(LoopbackServer):
         return f"eyJhbGciOiJub25lIn0.{payload}.{secrets.token_hex(16)}"
 
     # -- endpoints ------------------------------------------------------------------------------------
-    def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes) -> Response:
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes
+    ) -> Response:
         if path == TOKEN_PATH and method == "POST":
             return self._token(body)
         if path == CATALOG_PATH and method == "POST":
@@ -147,7 +150,8 @@ class FakeSentinelHub(LoopbackServer):
         for s in sorted(self.scenes, key=lambda s: (s.date, s.scene_id)):
             when = dt.datetime.combine(s.date, dt.time(5, 0), tzinfo=dt.timezone.utc)
             if t0 <= when <= t1 and s.cloud_cover <= max_cc:
-                props = {"datetime": when.isoformat().replace("+00:00", "Z"), "eo:cloud_cover": s.cloud_cover, **s.properties}
+                props = {"datetime": when.isoformat().replace("+00:00", "Z"), "eo:cloud_cover": s.cloud_cover,
+                         **s.properties}
                 hits.append({"type": "Feature", "stac_version": "1.0.0", "id": s.scene_id, "properties": props,
                              "bbox": q.get("bbox"), "geometry": None, "links": [], "assets": {}})
         start = int(q.get("next") or 0)

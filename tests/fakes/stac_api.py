@@ -50,7 +50,9 @@ class FakeStacApi(LoopbackServer):
         item["links"] = [{"rel": "collection", "href": f"{self.url}/collections/{self.collection}"}]
         return item
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes) -> Response:
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes
+    ) -> Response:
         if path in ("", "/"):
             return _json(200, {
                 "type": "Catalog", "id": "fake", "stac_version": "1.0.0", "description": "loopback STAC API",
@@ -122,7 +124,8 @@ class FakeStacApi(LoopbackServer):
         links = []
         if start + limit < len(hits):
             links.append({"rel": "next", "href": self.url + "/search", "method": "POST",
-                          "body": {**{k: v for k, v in q.items() if k != "token"}, "token": str(start + limit)}, "merge": False})
+                          "body": {**{k: v for k, v in q.items() if k != "token"}, "token": str(start + limit)},
+                          "merge": False})
         return 200, {"Content-Type": "application/geo+json"}, json.dumps({
             "type": "FeatureCollection", "features": [self._abs(i) for i in page], "links": links,
             "numberReturned": len(page), "numberMatched": len(hits),

@@ -257,7 +257,7 @@ def trace(blob: np.ndarray, transform: Affine) -> BaseGeometry:
     shells = np.flatnonzero(kinds == 0)
     holes = np.flatnonzero(kinds == 1)
     if shells.size == 1:
-        geom = Polygon(rings[shells[0]], [rings[i] for i in holes])
+        geom: BaseGeometry = Polygon(rings[shells[0]], [rings[i] for i in holes])
     else:
         if holes.size:  # each ring bounds the 4-connected part holding the pixel on its left
             parts, _ = ndimage.label(b, structure=_CROSS)

@@ -5,26 +5,25 @@ reflectance ×10000 GeoTIFFs per date, EPSG:4326), ``images/<city>/dates.txt`` a
 ``train_labels/<city>/cm/<city>-cm.tif`` (uint8, 1 = no change, 2 = change, pixel-aligned with the
 imgs_1 10 m grid, no georeferencing).
 
-A city is read exactly as ``compoundwatch compare imgs_1/ imgs_2/`` reads it: :func:`pipeline.scenes.read_scene`
-for each date (coarse bands bilinearly up-sampled to the 10 m grid) and :func:`pipeline.scenes.align` of
+A city is read exactly as ``compoundwatch compare imgs_1/ imgs_2/`` reads it: :func:`pipeline.fetch.scenes.read_scene`
+for each date (coarse bands bilinearly up-sampled to the 10 m grid) and :func:`pipeline.fetch.scenes.align` of
 date 2 onto date 1's grid, so a model trained here sees the same inputs as the command line.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import warnings
-
 import numpy as np
 import rasterio
-from rasterio.errors import NotGeoreferencedWarning
 import xarray as xr
+from rasterio.errors import NotGeoreferencedWarning
 
 from pipeline.errors import InputFileError
-from pipeline.scenes import align, read_scene
+from pipeline.fetch.scenes import align, read_scene
 
 __all__ = ["LABELLED_CITIES", "HOLDOUT_CITIES", "OscdCity", "labelled_cities", "read_city", "read_label"]
 

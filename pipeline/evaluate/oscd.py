@@ -1,13 +1,13 @@
 """The OSCD evaluation harness behind ``compoundwatch evaluate oscd``: per-city pixel scores of the naive
 CVA + Otsu baseline and of the learned chain scored leave-one-city-out (LOCO), in one document.
 
-* :class:`Scores` holds the change-class counts of one city (or of a pool of cities) and derives precision,
-  recall, F1 and IoU with the benchmark convention ``f1 = 2 tp / (2 tp + fp + fn)`` (0 when nothing is
-  predicted nor labelled, never a division by zero). Pixels are scored over the whole label (imgs_1 10 m
-  grid); a pixel without data in both dates is "no change" for every chain, so a change there is a miss.
+* :class:`pipeline.evaluate.metrics.Scores` holds the change-class counts of one city (or of a pool of
+  cities) and derives precision, recall, F1 = 2 tp / (2 tp + fp + fn) and IoU (empty classes: the rule of
+  :mod:`pipeline.evaluate.metrics`). Pixels are scored over the whole label (imgs_1 10 m grid); a pixel
+  without data in both dates is "no change" for every chain, so a change there is a miss.
 * :func:`pool` gives micro scores (counts summed over cities, then F1) and the macro F1 (mean of cities).
 * :func:`evaluate_baseline` runs :func:`pipeline.detect.pair.detect_pair_cva` on each city as
-  ``compoundwatch compare`` reads it (:func:`pipeline.oscd.read_city`).
+  ``compoundwatch compare`` reads it (:func:`pipeline.fetch.oscd.read_city`).
 * :func:`evaluate_learned` trains one model per city on the *other* cities with the training recipe
   (:mod:`pipeline.train.oscd`: same sampling, seed, LightGBM parameters; for a band set shipped averaged
   with the 4-band model, both models per city and the mean of their probabilities), chooses superpixel
@@ -23,7 +23,7 @@ CVA + Otsu baseline and of the learned chain scored leave-one-city-out (LOCO), i
 * :func:`build_document` writes the metrics document (top level: the best chain run), :func:`write_plot`
   a per-city grouped bar chart (PNG).
 
-Seconds are wall-clock seconds on this machine. Hold-out cities (:data:`pipeline.oscd.HOLDOUT_CITIES`) are
+Seconds are wall-clock seconds on this machine. Hold-out cities (:data:`pipeline.fetch.oscd.HOLDOUT_CITIES`) are
 never listed nor read.
 """
 
@@ -38,13 +38,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import ConfigError, DetectionError, InputFileError
-from pipeline.oscd import HOLDOUT_CITIES, labelled_cities, read_city
+from pipeline.errors import ConfigError, InputFileError
+from pipeline.evaluate.metrics import Scores
+from pipeline.fetch.oscd import HOLDOUT_CITIES, labelled_cities, read_city
 
 __all__ = [
     "BASELINE_METHOD",
     "LEARNED_METHOD",
-    "Scores",
     "ChainResult",
     "Recipe",
     "Progress",
@@ -70,52 +70,6 @@ Progress = Callable[[str, str, bool], None]
 
 def _quiet(phase: str, city: str, done: bool) -> None:
     """The default progress callback: nothing."""
-
-
-@dataclass(frozen=True)
-class Scores:
-    """Change-class pixel counts (true/false positives, false negatives) and the scores derived from them."""
-
-    tp: int
-    fp: int
-    fn: int
-
-    @classmethod
-    def from_masks(cls, pred: np.ndarray, label: np.ndarray) -> Scores:
-        """Counts of a boolean prediction against a boolean label of the same shape (True = change)."""
-        pred, label = np.asarray(pred, bool), np.asarray(label, bool)
-        if pred.shape != label.shape:
-            raise DetectionError(f"prediction {pred.shape} and label {label.shape} are not on one grid")
-        return cls(int(np.count_nonzero(pred & label)), int(np.count_nonzero(pred & ~label)),
-                   int(np.count_nonzero(~pred & label)))
-
-    def __add__(self, other: Scores) -> Scores:
-        return Scores(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
-
-    @property
-    def precision(self) -> float:
-        """tp / (tp + fp), 0 when nothing is predicted."""
-        return self.tp / max(self.tp + self.fp, 1)
-
-    @property
-    def recall(self) -> float:
-        """tp / (tp + fn), 0 when nothing is labelled."""
-        return self.tp / max(self.tp + self.fn, 1)
-
-    @property
-    def f1(self) -> float:
-        """2 tp / (2 tp + fp + fn): the change-class F1."""
-        return 2 * self.tp / max(2 * self.tp + self.fp + self.fn, 1)
-
-    @property
-    def iou(self) -> float:
-        """tp / (tp + fp + fn): intersection over union of the change class."""
-        return self.tp / max(self.tp + self.fp + self.fn, 1)
-
-    def as_dict(self) -> dict[str, float | int]:
-        """``precision``, ``recall``, ``f1``, ``iou`` (0-1) and the counts ``tp``, ``fp``, ``fn`` (pixels)."""
-        return {"precision": self.precision, "recall": self.recall, "f1": self.f1, "iou": self.iou,
-                "tp": self.tp, "fp": self.fp, "fn": self.fn}
 
 
 def pool(per_city: Mapping[str, Scores]) -> dict[str, float]:
@@ -325,7 +279,7 @@ def learned_from_report(report: str | Path, band_set: str, cities: Sequence[str]
     except (ValueError, KeyError, TypeError) as err:
         raise ConfigError(
             f"{path} has no LOCO section for band set {band_set} ({type(err).__name__}: {err})"
-        ) from None
+        ) from err
     missing = [c for c in cities if c not in loco["per_city"]]
     if missing:
         raise ConfigError(f"{path} has no LOCO scores for {', '.join(missing)}")

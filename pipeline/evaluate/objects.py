@@ -1,4 +1,4 @@
-"""Scores of a flag layer against ground truth: object matching, pixel scores and a precision/recall curve.
+"""Flags against truth polygons: object matching, a precision/recall curve and truth burnt onto a grid.
 
 Pure functions over GeoDataFrames / arrays; no file I/O.
 
@@ -12,9 +12,10 @@ Object matching (:func:`object_metrics`)
       ``object_precision = tp / n_flags``.
     - ``n_truth``: truth polygons with area ≥ ``min_truth_area_m2`` (smaller ones are not required);
       ``fn``: those not matched; ``object_recall = (n_truth - fn) / n_truth``.
-    - Conventions: recall is 1.0 when ``n_truth == 0`` (nothing to find) and precision is 1.0 when
-      ``n_flags == 0`` (no false alarm was raised). A flag matched to a small truth polygon counts as a true
-      positive but not towards recall.
+    - Empty layers follow the one rule of :mod:`pipeline.evaluate.metrics` (:func:`~pipeline.evaluate.metrics.rate`):
+      recall is 1.0 when ``n_truth == 0`` (nothing to find) and precision is 1.0 when ``n_flags == 0`` (no
+      false alarm was raised). A flag matched to a small truth polygon counts as a true positive but not
+      towards recall.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ import xarray as xr
 from rasterio.features import rasterize
 
 from pipeline.errors import DetectionError, InvalidAOIError
+from pipeline.evaluate.metrics import rate
 from pipeline.flag import grid_transform
 from pipeline.grid import utm_epsg
 
-__all__ = ["object_metrics", "match_objects", "rasterize_truth", "pixel_scores", "pr_curve"]
+__all__ = ["object_metrics", "match_objects", "rasterize_truth", "pr_curve"]
 
 
 def _check_crs(gdf: gpd.GeoDataFrame, name: str) -> None:
@@ -138,8 +140,8 @@ def object_metrics(
     n_truth = int(required.sum())
     found = int((required & matched_truth).sum())
     return {
-        "object_recall": found / n_truth if n_truth else 1.0,
-        "object_precision": tp / n_flags if n_flags else 1.0,
+        "object_recall": rate(found, n_truth),
+        "object_precision": rate(tp, n_flags),
         "n_flags": int(n_flags),
         "n_truth": n_truth,
         "tp": int(tp),
@@ -169,41 +171,6 @@ def rasterize_truth(truth: gpd.GeoDataFrame, like: xr.DataArray) -> np.ndarray:
         return np.zeros(shape, dtype=bool)
     burnt = rasterize(((g, 1) for g in geoms), out_shape=shape, transform=transform, fill=0, dtype="uint8")
     return burnt.astype(bool)
-
-
-def pixel_scores(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> dict[str, Any]:
-    """Pixel precision, recall, F1 and IoU of a boolean change mask against a boolean truth mask.
-
-    Only pixels where ``valid`` is True count (all when None). Conventions: precision is 1.0 with no
-    predicted pixels, recall 1.0 with no truth pixels, IoU 1.0 when both are empty, F1 the harmonic mean
-    of precision and recall (0.0 when both are 0). Counts ``tp``, ``fp``, ``fn`` are Python ints.
-    """
-    pred = np.asarray(pred, dtype=bool)
-    truth = np.asarray(truth, dtype=bool)
-    if pred.shape != truth.shape:
-        raise DetectionError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
-    if valid is None:
-        valid = np.ones(pred.shape, dtype=bool)
-    else:
-        valid = np.asarray(valid, dtype=bool)
-        if valid.shape != pred.shape:
-            raise DetectionError(f"valid mask shape {valid.shape} differs from prediction shape {pred.shape}")
-    tp = int(np.count_nonzero(pred & truth & valid))
-    fp = int(np.count_nonzero(pred & ~truth & valid))
-    fn = int(np.count_nonzero(~pred & truth & valid))
-    precision = tp / (tp + fp) if tp + fp else 1.0
-    recall = tp / (tp + fn) if tp + fn else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    iou = tp / (tp + fp + fn) if tp + fp + fn else 1.0
-    return {
-        "pixel_precision": precision,
-        "pixel_recall": recall,
-        "pixel_f1": f1,
-        "pixel_iou": iou,
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-    }
 
 
 def pr_curve(

@@ -22,7 +22,7 @@ from pipeline.config import Settings
 from pipeline.detect.unet import _confidence, load_unet, unet_probability
 from pipeline.detect.unet_input import NormStats, percentile_stats
 from pipeline.errors import InputFileError
-from pipeline.tiling import TileSpec, tiles_for_grid
+from pipeline.scan.tiling import TileSpec, tiles_for_grid
 
 __all__ = ["scan_pair_files_unet", "SAMPLE_PX", "MAX_SAMPLE_WINDOWS"]
 
@@ -48,14 +48,14 @@ def scan_pair_files_unet(
 
     ``before``/``after``: ``{band: path}`` (DN, 0 = no data, same UTM CRS, 10 m finest grid); the model's
     bands must be present. ``tile_px`` and ``halo`` are multiples of the model's pooling factor. Returns the
-    ranked flags in EPSG:4326 (as :func:`pipeline.scan.scan_pair_files`).
+    ranked flags in EPSG:4326 (as :func:`pipeline.scan.pair_files.scan_pair_files`).
     """
     import rasterio
 
-    from pipeline._memory import trim_heap
     from pipeline.flag import FLAG_COLUMNS, FlagLayers, flag_rows, flags_frame
-    from pipeline.scan import _grid_of, _read_window, _Readers
-    from pipeline.seams import clip_rows_to_core, merge_flags
+    from pipeline.scan._memory import trim_heap
+    from pipeline.scan.pair_files import _grid_of, _PairReader
+    from pipeline.scan.seams import clip_rows_to_core, merge_flags
 
     model = load_unet(band_set)
     bands = list(model.bands)
@@ -64,17 +64,13 @@ def scan_pair_files_unet(
         raise InputFileError(f"the {band_set} model needs bands {bands}; missing in a scene: {missing}")
     grids = {b: _grid_of(before[b]) for b in bands}
     grid = grids[min(bands, key=lambda b: grids[b].resolution)]
-    readers = _Readers()
+    reader = _PairReader(before, after, bands)
     method = f"pair-unet-{band_set}"
 
-    def load(t: TileSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        shape = (len(bands), *t.grid.shape)
-        bv, av = np.empty(shape, np.float32), np.empty(shape, np.float32)
+    def load(t: TileSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # the thread's reused buffers
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-            for i, b in enumerate(bands):
-                _read_window(readers, str(before[b]), t.grid.bounds, bv[i])
-                _read_window(readers, str(after[b]), t.grid.bounds, av[i])
-        valid = (bv > 0).all(0) & (av > 0).all(0)
+            bv, av = reader.load(t.grid)
+        valid = np.asarray((bv > 0).all(0) & (av > 0).all(0))
         return bv, av, valid
 
     # normalisation: per-band percentiles of each date over a fixed budget of windows spread evenly
@@ -83,8 +79,8 @@ def scan_pair_files_unet(
     samples_b, samples_a = [], []
     for i in pick:
         bv, av, valid = load(windows[int(i)])
-        samples_b.append(bv[:, valid])
-        samples_a.append(av[:, valid])
+        samples_b.append(bv[:, valid].copy())  # copies: the buffers are reused by the next read
+        samples_a.append(av[:, valid].copy())
     sb, sa = np.concatenate(samples_b, 1), np.concatenate(samples_a, 1)
     if sb.shape[1] < 100:
         raise InputFileError("fewer than 100 sampled pixels have data in both scenes; do they overlap?")

@@ -1,4 +1,4 @@
-"""Tests for pipeline.oscd_eval (the OSCD evaluation harness) on a tiny fake OSCD folder (fake_oscd.py)."""
+"""Tests for pipeline.evaluate.oscd (the OSCD evaluation harness) on a tiny fake OSCD folder (fake_oscd.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from fake_oscd import CITIES, SIZE, spy_rasterio_open, write_fake_oscd
 
-from pipeline import oscd_eval as ev
 from pipeline.errors import ConfigError, DetectionError, InputFileError
+from pipeline.evaluate import oscd as ev
+from pipeline.evaluate.metrics import Scores
 
 OSCD = Path(__file__).resolve().parents[2] / "shared" / "data" / "oscd"
 FAST = ev.Recipe(n_trees=20, n_pos=300, n_neg=600)  # a few seconds for 3 fake cities; not the shipped recipe
@@ -41,21 +42,22 @@ def test_scores_hand_computed() -> None:
     pred = np.array([[1, 1, 0, 1],
                      [0, 1, 0, 0],
                      [0, 0, 0, 0]], bool)  # 4 predicted: 3 right, 1 wrong; 2 changes missed
-    s = ev.Scores.from_masks(pred, label)
+    s = Scores.from_masks(pred, label)
     assert (s.tp, s.fp, s.fn) == (3, 1, 2)
     assert s.precision == 0.75 and s.recall == 0.6
     assert s.f1 == pytest.approx(2 * 0.75 * 0.6 / (0.75 + 0.6)) == pytest.approx(6 / 9)
     assert s.iou == 0.5
     assert s.as_dict() == {"precision": 0.75, "recall": 0.6, "f1": 6 / 9, "iou": 0.5,
                            "tp": 3, "fp": 1, "fn": 2}
-    empty = ev.Scores.from_masks(np.zeros((2, 2), bool), np.zeros((2, 2), bool))
-    assert (empty.precision, empty.recall, empty.f1, empty.iou) == (0.0, 0.0, 0.0, 0.0)
+    empty = Scores.from_masks(np.zeros((2, 2), bool), np.zeros((2, 2), bool))
+    # the one rule of pipeline.evaluate.metrics: an empty denominator scores 1.0 (nothing went wrong)
+    assert (empty.precision, empty.recall, empty.f1, empty.iou) == (1.0, 1.0, 1.0, 1.0)
     with pytest.raises(DetectionError, match="one grid"):
-        ev.Scores.from_masks(pred, label[:2])
+        Scores.from_masks(pred, label[:2])
 
 
 def test_micro_pools_counts_macro_averages_cities() -> None:
-    per_city = {"a": ev.Scores(tp=9, fp=1, fn=0), "b": ev.Scores(tp=1, fp=9, fn=10)}
+    per_city = {"a": Scores(tp=9, fp=1, fn=0), "b": Scores(tp=1, fp=9, fn=10)}
     pooled = ev.pool(per_city)
     # micro: counts summed first (tp 10, fp 10, fn 10) -> 20 / 40; not the mean of 18/19 and 2/21
     assert pooled["micro_f1"] == 0.5
@@ -182,7 +184,7 @@ def test_default_recipe_is_the_training_recipe() -> None:
 
 def test_learned_from_report(tmp_path: Path) -> None:
     def row(tp: int, fp: int, fn: int) -> dict[str, float]:
-        return {**ev.Scores(tp, fp, fn).as_dict(), "rule": "global"}
+        return {**Scores(tp, fp, fn).as_dict(), "rule": "global"}
 
     loco = {"sigma": 1.5, "threshold": 0.6, "adaptive": None, "micro_f1": 0.0, "macro_f1": 0.0,
             "per_city": {"a": row(8, 2, 2), "b": row(1, 1, 8)},
@@ -191,10 +193,10 @@ def test_learned_from_report(tmp_path: Path) -> None:
     report.write_text(json.dumps({"cities": ["a", "b"], "band_sets": {
         "s2-13": {"loco": loco, "loco_seconds_per_city": {"a": 12.5, "b": 3.0}}}}))
     res = ev.learned_from_report(report, "s2-13", ["a", "b"])
-    assert res.scores == {"a": ev.Scores(8, 2, 2), "b": ev.Scores(1, 1, 8)}
+    assert res.scores == {"a": Scores(8, 2, 2), "b": Scores(1, 1, 8)}
     assert res.seconds == {"a": 12.5, "b": 3.0}
     assert res.info["cva_union"] is False and res.info["decision_rule"]["smooth_sigma_px"] == 1.5
-    assert res.info["strict"]["micro_f1"] == ev.Scores(7, 1, 12).f1
+    assert res.info["strict"]["micro_f1"] == Scores(7, 1, 12).f1
     with pytest.raises(ConfigError, match="no LOCO scores for c"):
         ev.learned_from_report(report, "s2-13", ["a", "c"])
     with pytest.raises(ConfigError, match="no LOCO section for band set s2-4"):

@@ -5,7 +5,7 @@ Every UTM zone has one fixed tile grid: tile ``(row, col)`` has the *core* (the 
 resolution``. Because the grid is anchored at the zone's origin, the same place always falls in the same
 tile, whatever the AOI, so runs are reproducible and resumable. A tile's raster grid is its core grown by
 ``overlap_px`` pixels on every side (neighbouring tiles overlap by ``2 × overlap_px``); flags are later
-clipped back to the cores and merged across seams (:mod:`pipeline.seams`).
+clipped back to the cores and merged across seams (:mod:`pipeline.scan.seams`).
 
 An AOI (WGS84 lon/lat) that spans several UTM zones is split along the zone meridians (and the equator):
 each zone processes only its own strip of the AOI, on its own UTM grid.
@@ -116,7 +116,7 @@ def _check_aoi(aoi: BaseGeometry) -> BaseGeometry:
 def zones_for(aoi: BaseGeometry) -> list[int]:
     """EPSG codes of the UTM zones whose strips intersect the WGS84 ``aoi`` (west to east, north first)."""
     aoi = _check_aoi(aoi)
-    minx, miny, maxx, maxy = aoi.bounds
+    minx, _, maxx, _ = aoi.bounds
     z0 = min(int((minx + 180) // ZONE_WIDTH_DEG) + 1, 60)
     z1 = min(int((maxx + 180) // ZONE_WIDTH_DEG) + 1, 60)
     out = []

@@ -1,4 +1,5 @@
-"""Object matching, truth rasterisation, pixel scores and PR curves (pipeline.evaluate), hand-computed."""
+"""Object matching, truth rasterisation, pixel scores and PR curves (pipeline.evaluate.objects,
+pipeline.evaluate.metrics), hand-computed."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 from shapely.geometry import box
 
 from pipeline.errors import DetectionError, InvalidAOIError
-from pipeline.evaluate import match_objects, object_metrics, pixel_scores, pr_curve, rasterize_truth
+from pipeline.evaluate.metrics import pixel_scores
+from pipeline.evaluate.objects import match_objects, object_metrics, pr_curve, rasterize_truth
 from pipeline.testing import DEFAULT_ORIGIN, make_detection
 
 X0, Y0 = DEFAULT_ORIGIN  # EPSG:32645 metres

@@ -8,9 +8,10 @@ Both run the chains a user runs, in memory, and score them:
   flag within :data:`MATCH_TOLERANCE_M` of the ASPI point, the rank, area and dates of the best such flag.
   Also the two bi-temporal tests of the data's README through the ``compoundwatch compare`` chain
   (:func:`dabancheng_pairs`).
-* :func:`evaluate_taizhou`: the ``compare`` chain (:func:`pipeline.detect.detect_pair`) and the naive
-  CVA + Otsu baseline (:func:`pipeline.detect.pair.detect_pair_cva`) on the Landsat-7 Taizhou pair, scored
-  on the labelled pixels only (:func:`partial_label_scores`).
+* :func:`evaluate_taizhou`: the ``compare`` chain (:func:`pipeline.compare.compare_scenes`) and the naive
+  CVA + Otsu baseline (:func:`pipeline.detect.pair.detect_pair_cva`) on the Landsat-7 Taizhou pair (read by
+  :func:`pipeline.fetch.landsat.read_landsat_etm`), scored on the labelled pixels only
+  (:func:`partial_label_scores`).
 
 The data live in ``../shared/data`` (never copied into the repository); each folder's README describes it.
 """
@@ -28,17 +29,17 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import rasterio
 import xarray as xr
 from shapely.geometry import Point
 
 from pipeline.api import run_site
-from pipeline.cli.compare import compare_scenes
+from pipeline.compare import compare_scenes
 from pipeline.config import DetectSettings, Settings, load_settings
 from pipeline.detect.pair import detect_pair_cva
-from pipeline.errors import InputFileError
-from pipeline.oscd_eval import Scores
-from pipeline.scenes import align, read_scene
+from pipeline.errors import InputFileError, LabelError
+from pipeline.evaluate.metrics import Scores
+from pipeline.fetch.landsat import read_landsat_etm
+from pipeline.fetch.scenes import align, read_scene
 
 __all__ = [
     "Facility",
@@ -56,14 +57,12 @@ __all__ = [
     "break_dates",
     "evaluate_dabancheng",
     "dabancheng_pairs",
-    "ETM_TO_S2",
-    "read_landsat_etm",
     "load_taizhou",
     "evaluate_taizhou",
     "jsonable",
 ]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 DABANCHENG_ROOT = SHARED / "xinjiang_dabancheng"
 TAIZHOU_ROOT = SHARED / "landsat_taizhou"
@@ -188,34 +187,28 @@ def partial_label_scores(
     dict
         ``tp``, ``fp``, ``fn``, ``tn``, ``n_labelled``, ``n_invalid``, ``precision``, ``recall``, ``f1``,
         ``iou`` (of the changed class), ``overall_accuracy`` and Cohen's ``kappa`` (rounded to 4 decimals;
-        0 where undefined).
+        :class:`pipeline.evaluate.metrics.Scores`, whose rule for empty classes applies).
     """
     change = np.asarray(change, bool)
     changed = np.asarray(changed, bool)
     unchanged = np.asarray(unchanged, bool)
     if not (change.shape == changed.shape == unchanged.shape):
-        raise ValueError(
+        raise LabelError(
             f"shapes differ: change {change.shape}, changed {changed.shape}, unchanged {unchanged.shape}"
         )
     if (changed & unchanged).any():
         both = int((changed & unchanged).sum())
-        raise ValueError(f"{both} pixel(s) are labelled both changed and unchanged")
+        raise LabelError(f"{both} pixel(s) are labelled both changed and unchanged")
     ok = np.ones_like(change) if valid is None else np.asarray(valid, bool)
     pred = change & ok
-    tp = int((pred & changed).sum())
-    fn = int((~pred & changed).sum())
-    fp = int((pred & unchanged).sum())
-    tn = int((~pred & unchanged).sum())
-    n = tp + fn + fp + tn
-    s = Scores(tp, fp, fn)
-    oa = (tp + tn) / n if n else 0.0
-    expected = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / (n * n) if n else 0.0
-    kappa = (oa - expected) / (1 - expected) if n and expected < 1 else 0.0
+    s = Scores(tp=int((pred & changed).sum()), fp=int((pred & unchanged).sum()), fn=int((~pred & changed).sum()),
+               tn=int((~pred & unchanged).sum()))
+    assert s.tn is not None
     return {
-        "tp": tp, "fp": fp, "fn": fn, "tn": tn, "n_labelled": n,
+        "tp": s.tp, "fp": s.fp, "fn": s.fn, "tn": s.tn, "n_labelled": s.tp + s.fp + s.fn + s.tn,
         "n_invalid": int(((changed | unchanged) & ~ok).sum()),
         **{k: round(getattr(s, k), 4) for k in ("precision", "recall", "f1", "iou")},
-        "overall_accuracy": round(oa, 4), "kappa": round(kappa, 4),
+        "overall_accuracy": round(s.overall_accuracy, 4), "kappa": round(s.kappa, 4),
     }
 
 
@@ -424,71 +417,6 @@ def dabancheng_pairs(
 
 
 # -- Taizhou (Landsat-7 ETM+) ------------------------------------------------------------------------------
-
-#: Landsat-7 ETM+ band → the Sentinel-2 band of the same spectral region (blue, green, red, NIR, SWIR1,
-#: SWIR2), so the detectors' band names (B02, B03, B04, B08 at least; B11/B12 for the built-up indices)
-#: address the right wavelengths.
-ETM_TO_S2: dict[int, str] = {1: "B02", 2: "B03", 3: "B04", 4: "B08", 5: "B11", 7: "B12"}
-# Nominal ETM+ high-gain post-calibration dynamic range (LMIN, LMAX; W m-2 sr-1 um-1) and solar exo-
-# atmospheric irradiance ESUN (W m-2 um-1) per band (Chander, Markham & Helder 2009, Remote Sens. Environ.
-# 113, 893-903, tables 8 and 11; the pre-July-2000 LMAX differ by < 4 %).
-_ETM_HIGH_GAIN = {1: (-6.2, 191.6), 2: (-6.4, 196.5), 3: (-5.0, 152.9), 4: (-5.1, 157.4), 5: (-1.0, 31.06),
-                  7: (-0.35, 10.80)}
-_ETM_ESUN = {1: 1970.0, 2: 1842.0, 3: 1547.0, 4: 1044.0, 5: 225.7, 7: 82.06}
-
-
-def _sun_elevation(day: dt.date, lat: float, local_solar_hour: float = 10.0) -> float:
-    """Approximate solar elevation (degrees) at ``local_solar_hour`` (Landsat 7 crosses at ~10:00)."""
-    doy = day.timetuple().tm_yday
-    decl = math.radians(23.44) * math.sin(math.radians(360.0 / 365.0 * (284 + doy)))
-    hour = math.radians(15.0 * (local_solar_hour - 12.0))
-    phi = math.radians(lat)
-    sin_e = math.sin(phi) * math.sin(decl) + math.cos(phi) * math.cos(decl) * math.cos(hour)
-    return math.degrees(math.asin(sin_e))
-
-
-def read_landsat_etm(
-    path: str | Path, day: dt.date, bands: Sequence[int] = (1, 2, 3, 4, 5, 7)
-) -> xr.DataArray:
-    """An 8-bit Landsat-7 ETM+ scene as approximate top-of-atmosphere reflectance named as Sentinel-2 bands.
-
-    Layer ``i`` of the file is ETM+ band ``bands[i]`` (the Taizhou ENVI files: 1, 2, 3, 4, 5, 7), renamed by
-    :data:`ETM_TO_S2`. Digital numbers become radiance with the nominal high-gain calibration and then TOA
-    reflectance ``π L d² / (ESUN sin(sun elevation))``, the sun elevation computed for ``day`` at the
-    scene centre at 10:00 local solar time (the MTL files, with the exact gains and sun angles, are not in
-    the data). This puts both dates on an approximately physical 0-1 scale (the detectors expect
-    reflectance); residual gain/offset differences are what the chain's radiometric normalisation removes.
-    0 is no data.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"{path} not found; expected an ENVI/GeoTIFF Landsat scene")
-    with rasterio.open(path) as src:
-        dn = src.read().astype(np.float32)
-        crs, transform = src.crs, src.transform
-        centre = src.xy(src.height // 2, src.width // 2)
-    if dn.shape[0] != len(bands):
-        raise InputFileError(f"{path} has {dn.shape[0]} layers but {len(bands)} ETM+ band numbers were given")
-    lat = float(gpd.GeoSeries([Point(*centre)], crs=crs).to_crs(4326).iloc[0].y)
-    sin_e = math.sin(math.radians(_sun_elevation(day, lat)))
-    doy = day.timetuple().tm_yday
-    d = 1.0 - 0.01672 * math.cos(math.radians(0.9856 * (doy - 4)))  # Earth-Sun distance (AU)
-    refl = np.empty_like(dn)
-    for i, b in enumerate(bands):
-        lmin, lmax = _ETM_HIGH_GAIN[b]
-        radiance = lmin + (lmax - lmin) / 254.0 * (dn[i] - 1.0)
-        refl[i] = math.pi * radiance * d * d / (_ETM_ESUN[b] * sin_e)
-    refl[dn == 0] = np.nan
-    h, w = dn.shape[1:]
-    xs = transform.c + transform.a * (np.arange(w) + 0.5)
-    ys = transform.f + transform.e * (np.arange(h) + 0.5)
-    da = xr.DataArray(
-        refl, dims=("band", "y", "x"), coords={"band": [ETM_TO_S2[b] for b in bands], "y": ys, "x": xs},
-        name="reflectance",
-        attrs={"scene_id": path.name, "date": day.isoformat(), "source": str(path), "units": "1"},
-    )
-    return da.rio.write_crs(crs).rio.write_transform(transform).rio.write_nodata(np.nan, encoded=False)
-
 
 def load_taizhou(
     root: str | Path = TAIZHOU_ROOT,

@@ -1,4 +1,4 @@
-"""Case studies of issue 6 (pipeline.casestudies): scoring helpers on hand-made inputs, then the real data.
+"""Case studies of issue 6 (pipeline.evaluate.cases): scoring helpers on hand-made inputs, then the real data.
 
 The helpers (ranking, point-in-flag matching, partial-label scores, the Landsat loader) run everywhere; the
 Dabancheng and Taizhou evaluations need ``../shared/data`` and skip with a reason without it.
@@ -17,16 +17,15 @@ from affine import Affine
 from pyproj import Transformer
 from shapely.geometry import box
 
-from pipeline.casestudies import (
-    ETM_TO_S2,
+from pipeline.evaluate.cases import (
     TAIZHOU_ROOT,
     Facility,
     evaluate_taizhou,
     match_points,
     partial_label_scores,
     rank_by_confidence,
-    read_landsat_etm,
 )
+from pipeline.fetch.landsat import ETM_TO_S2, read_landsat_etm
 from pipeline.publish.bundle import rank_flags
 
 UTM = 32645

@@ -27,6 +27,7 @@ edge are kept whatever their area and their holes are left for step 3.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 import geopandas as gpd
 import numpy as np
@@ -35,13 +36,13 @@ import shapely
 from pyproj import Transformer
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry import MultiPolygon, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
 import pipeline
 from pipeline.config import Settings, params_hash
 from pipeline.flag import FLAG_COLUMNS, empty_flags, flag_id
-from pipeline.tiling import TileSpec, zone_strip
+from pipeline.scan.tiling import TileSpec, zone_strip
 
 __all__ = [
     "EQUAL_AREA_EPSG",
@@ -239,7 +240,7 @@ def merge_flags(
             idx = in_zone[grp]
             geom = geoms[idx[0]] if idx.size == 1 else _polygonal(shapely.union_all(list(geoms[idx])))
             geom, _ = fill_small_holes(geom, min_area)
-            ea = None
+            ea: BaseGeometry | None = None
             clipped = False
             if multi_zone and _near_strip_edge(geom, epsg):
                 strip = _strip_rect_ea(epsg)
@@ -250,7 +251,7 @@ def merge_flags(
                     clipped = True
                     if ea.is_empty:
                         continue
-            area = _reproject(ea, EQUAL_AREA_EPSG, epsg).area if clipped else geom.area
+            area = _reproject(ea, EQUAL_AREA_EPSG, epsg).area if clipped and ea is not None else geom.area
             zone_parts.append({"epsg": epsg, "utm": None if clipped else geom, "ea": ea, "area": float(area),
                                "idx": idx})
     if not zone_parts:
@@ -278,7 +279,7 @@ def merge_flags(
         idx = np.concatenate([p["idx"] for p in parts])
         best = idx[np.lexsort((-areas[idx], -conf[idx]))[0]]
         main = max(parts, key=lambda p: p["area"])
-        c = _reproject(geom_wgs.centroid, 4326, main["epsg"])
+        c = cast(Point, _reproject(geom_wgs.centroid, 4326, main["epsg"]))
         row = {col: values[best] for col, values in evidence.items()}
         row.update(
             site_id=site_id,
@@ -296,10 +297,11 @@ def merge_flags(
     seen: set[str] = set()
     for row in sorted(out_rows, key=lambda r: (r["_c"][1], r["_c"][0])):
         occurrence = 1
-        fid = flag_id(site_id, *row["_c"], row["appeared_before"])
+        cx, cy = row["_c"]
+        fid = flag_id(site_id, cx, cy, row["appeared_before"])
         while fid in seen:
             occurrence += 1
-            fid = flag_id(site_id, *row["_c"], row["appeared_before"], occurrence)
+            fid = flag_id(site_id, cx, cy, row["appeared_before"], occurrence)
         seen.add(fid)
         row["flag_id"] = fid
     gdf = gpd.GeoDataFrame(out_rows, geometry="geometry", crs=4326)

@@ -1,4 +1,4 @@
-"""Block-wise scan of a scene pair on disk (pipeline.scan.scan_pair_files): 10 m and 20 m band files,
+"""Block-wise scan of a scene pair on disk (pipeline.scan.pair_files.scan_pair_files): 10 m and 20 m band files,
 a new roof across four block seams, the same flags whatever the block size."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from affine import Affine
 
 from pipeline.config import Settings
-from pipeline.scan import scan_pair_files
-from pipeline.seams import SCAN_COLUMNS
+from pipeline.scan.pair_files import BlockPlan, scan_pair_files
+from pipeline.scan.seams import SCAN_COLUMNS
 from tests.conftest import ROOF, SOIL, write_tif
 
 EPSG = 32644
@@ -51,7 +51,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], dic
 def _scan(pair: tuple[dict[str, Path], dict[str, Path]], tile_px: int, threads: int = 2) -> gpd.GeoDataFrame:
     before, after = pair
     return scan_pair_files(before, after, Settings(), dates=("2019-06-01", "2021-06-01"),
-                           scene_ids=("S2_before", "S2_after"), tile_px=tile_px, threads=threads)
+                           scene_ids=("S2_before", "S2_after"), plan=BlockPlan(tile_px=tile_px, threads=threads))
 
 
 def test_roofs_are_flagged_once_with_their_area_across_block_seams(pair: tuple) -> None:
@@ -87,10 +87,10 @@ def test_block_size_and_threads_do_not_change_the_flags(pair: tuple) -> None:
 
 
 def test_sample_windows_inside_blocks_are_cut_from_the_block_reads(pair: tuple, monkeypatch) -> None:
-    from pipeline import scan
+    from pipeline.scan import pair_files
 
     before, after = pair
-    kw = {"dates": ("2019-06-01", "2021-06-01"), "sample_px": 32, "sample_every": 2, "tile_px": 64}
+    kw = {"dates": ("2019-06-01", "2021-06-01"), "plan": BlockPlan(sample_px=32, sample_every=2, tile_px=64)}
     seen: list[int] = []
     from pipeline.detect.chunked import PairStats
 
@@ -98,7 +98,7 @@ def test_sample_windows_inside_blocks_are_cut_from_the_block_reads(pair: tuple, 
     monkeypatch.setattr(PairStats, "from_samples",
                         classmethod(lambda cls, m, s: seen.append(m.size) or real(cls, m, s)))
     hosted = scan_pair_files(before, after, Settings(), **kw)  # 32 px windows inside 64 px blocks
-    monkeypatch.setattr(scan, "_sample_windows", lambda samples, *a: ({}, samples))
+    monkeypatch.setattr(pair_files, "_sample_windows", lambda samples, *a: ({}, samples))
     alone = scan_pair_files(before, after, Settings(), **kw)  # the same windows, each read on its own
     # every 2nd window from the 2nd (all with data, past the empty corner): 9 of 32 × 32 px, both ways
     assert seen == [9 * 32 * 32] * 2
@@ -109,8 +109,8 @@ def test_sample_windows_inside_blocks_are_cut_from_the_block_reads(pair: tuple, 
 
 def test_sample_window_hosts() -> None:
     from pipeline.grid import GridSpec
-    from pipeline.scan import _sample_windows
-    from pipeline.tiling import tiles_for_grid
+    from pipeline.scan.pair_files import _sample_windows
+    from pipeline.scan.tiling import tiles_for_grid
 
     grid = GridSpec(epsg=EPSG, transform=(10.0, 0.0, X0, 0.0, -10.0, Y0), shape=(100, 70))
     samples = [t for t in tiles_for_grid(grid, 20) if t.index in {(0, 0), (1, 1), (4, 3), (2, 1)}]
@@ -135,4 +135,47 @@ def test_scenes_without_common_data_fail_with_one_clear_error(tmp_path: Path, pa
                           Affine(20.0 if b in ("B11", "B12") else 10.0, 0, X0, 0,
                                  -(20.0 if b in ("B11", "B12") else 10.0), Y0), nodata=0) for b in before}
     with pytest.raises(DetectionError, match="overlap"):
-        scan_pair_files(before, empty, Settings(), tile_px=128)
+        scan_pair_files(before, empty, Settings(), plan=BlockPlan(tile_px=128))
+
+
+def test_block_plan_rejects_bad_values() -> None:
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="tile_px must be >= 1"):
+        BlockPlan(tile_px=0)
+    with pytest.raises(ConfigError, match="trim_every must be >= 0"):
+        BlockPlan(trim_every=-1)
+    assert BlockPlan().tile_px == 1024 and BlockPlan(threads=1).threads == 1
+
+
+def test_compare_blockwise_reaches_the_block_scan(pair: tuple, tmp_path: Path, monkeypatch) -> None:
+    """``compoundwatch compare --blockwise BEFORE/ AFTER/`` is scan_pair_files on the folders' band files."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    before, after = pair
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: the built-in defaults, as Settings()
+    out = tmp_path / "flags.geojson"
+    res = CliRunner().invoke(app, ["compare", str(before["B02"].parent), str(after["B02"].parent), "--out",
+                                   str(out), "--blockwise"])
+    assert res.exit_code == 0, res.output
+    direct = scan_pair_files(before, after, Settings(), site_id="compare")
+    got = gpd.read_file(out)
+    assert len(got) == len(direct) == 2
+    assert list(got["flag_id"]) == list(direct["flag_id"])
+    assert list(got["area_m2"]) == list(direct["area_m2"])
+    assert res.output.startswith("2 flag(s)")
+    res = CliRunner().invoke(app, ["compare", str(before["B02"].parent), str(after["B02"].parent), "--out",
+                                   str(out), "--blockwise", "--change-raster", str(tmp_path / "c.tif")])
+    assert res.exit_code == 1
+    assert "--change-raster is not written with --blockwise" in res.output
+
+
+def test_geographic_files_are_refused(tmp_path: Path) -> None:
+    from pipeline.errors import InputFileError
+
+    scene = {b: write_tif(tmp_path / f"{b}.tif", np.full((16, 16), 1000, np.uint16), 4326,
+                          Affine(1e-4, 0, 88.0, 0, -1e-4, 43.0), nodata=0) for b in ("B02", "B03", "B04", "B08")}
+    with pytest.raises(InputFileError, match="geographic EPSG:4326"):
+        scan_pair_files(scene, scene, Settings())

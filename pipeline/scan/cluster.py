@@ -33,7 +33,7 @@ def dask_settings(settings: Settings, scheduler: str | None = None) -> DaskSetti
             base = DaskSettings(scheduler=scheduler, n_workers=base.n_workers,
                                 threads_per_worker=base.threads_per_worker)
         except ValueError as err:
-            raise ConfigError(f"--scheduler: {err}") from None
+            raise ConfigError(f"--scheduler: {err}") from err
     return base
 
 
@@ -61,7 +61,7 @@ def dask_client(
     except ImportError as err:  # pragma: no cover - distributed is installed with the project
         raise ConfigError(
             f"dask.distributed is needed for a scheduler or n_workers ({err}); pip install distributed"
-        ) from None
+        ) from err
     if cfg.scheduler is not None:
         try:
             client = Client(cfg.scheduler, timeout=timeout_s)
@@ -69,7 +69,7 @@ def dask_client(
             raise ConfigError(
                 f"cannot reach the dask scheduler at {cfg.scheduler} ({err}); is it running? "
                 "Start one with `dask scheduler` or drop --scheduler to run locally"
-            ) from None
+            ) from err
         try:
             yield client
         finally:

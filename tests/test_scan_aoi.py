@@ -1,4 +1,4 @@
-"""Wide-area scan (pipeline.scan): tiles → ranked layer; interrupted runs resume with the same result."""
+"""Wide-area scan (pipeline.scan.aoi): tiles → ranked layer; interrupted runs resume with the same result."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from shapely.geometry import box
 
 from pipeline.config import Settings
 from pipeline.errors import InputFileError
-from pipeline.scan import ScanEvent, load_aoi, scan
-from pipeline.seams import SCAN_COLUMNS
-from pipeline.tiling import tiles_for_aoi
+from pipeline.scan.aoi import ScanEvent, load_aoi, scan
+from pipeline.scan.seams import SCAN_COLUMNS
+from pipeline.scan.tiling import tiles_for_aoi
 
 AOI = box(81.300, 43.900, 81.310, 43.905)  # 2 tiles of 96 px (+16 px overlap) in zone 44N
 KW = dict(tile_px=96, overlap_px=16)

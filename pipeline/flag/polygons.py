@@ -16,7 +16,7 @@ How blobs are formed, in pixel space on the detection's UTM grid:
    as polygon interiors.
 3. **Blobs.** 8-connected components of the result. Blobs with fewer than ``min_area_m2`` square metres
    (pixel count × pixel area) are dropped.
-4. **Polygons.** Each blob is traced along pixel edges (:func:`pipeline._blobs.trace`, compiled; the same
+4. **Polygons.** Each blob is traced along pixel edges (:func:`pipeline.flag._blobs.trace`, compiled; the same
    polygons as ``rasterio.features.shapes`` with 4-connectivity, so the area of the polygon is exactly its
    pixel count × pixel area) and, if ``settings.flag.simplify_m > 0``,
    simplified with that tolerance in metres (topology preserving). Blobs whose pixels touch only at a
@@ -51,9 +51,9 @@ from affine import Affine
 from scipy import ndimage
 
 import pipeline
-from pipeline._blobs import label_blobs, trace
 from pipeline.config import Settings, params_hash
 from pipeline.errors import DetectionError, InvalidAOIError
+from pipeline.flag._blobs import label_blobs, trace
 
 __all__ = [
     "FLAG_COLUMNS",
@@ -118,7 +118,7 @@ def flag_id(
     return "cw-" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:12]
 
 
-def empty_flags(crs: object) -> gpd.GeoDataFrame:
+def empty_flags(crs: Any) -> gpd.GeoDataFrame:
     """A flag layer with no rows but every column of :data:`FLAG_COLUMNS` (floats typed float64)."""
     data = {
         c: pd.Series([], dtype="float64" if c in _FLOAT_COLUMNS else "object")
@@ -169,7 +169,7 @@ def _square3(mask: np.ndarray, dilate: bool) -> np.ndarray:
         op(out[tuple(lo)], src[tuple(hi)], out=out[tuple(lo)])
         op(out[tuple(hi)], src[tuple(lo)], out=out[tuple(hi)])
         if not dilate:  # the outside (False) erodes the first and last row / column
-            edge = [slice(None)] * 2
+            edge: list[slice | int] = [slice(None), slice(None)]
             for i in (0, -1):
                 edge[axis] = i
                 out[tuple(edge)] = False
@@ -319,7 +319,7 @@ def flag_rows(
     rows = []
     seen_ids: set[str] = set()
     for k in np.flatnonzero(keep):
-        sl = blobs.slices(k)
+        sl = blobs.slices(int(k))
         blob = labels[sl] == k  # each blob is traced and summarised inside its own bounding box only
         geom = trace(blob, transform @ Affine.translation(sl[1].start, sl[0].start))
         core = blob & change[sl]
@@ -372,7 +372,7 @@ def flag_rows(
 
 
 def flags_frame(
-    rows: Sequence[dict[str, Any]], crs: object, columns: Sequence[str] = FLAG_COLUMNS
+    rows: Sequence[dict[str, Any]], crs: Any, columns: Sequence[str] = FLAG_COLUMNS
 ) -> gpd.GeoDataFrame:
     """Rows of :func:`flag_rows` as a flag layer in ``crs``: ``columns``, sorted by confidence (descending)
     then ``flag_id``, index 0..n-1; no rows give :func:`empty_flags`."""
@@ -399,7 +399,7 @@ def vectorise(detection: xr.Dataset, *, site_id: str, settings: Settings, tile: 
         Run settings; uses ``settings.flag.min_area_m2`` (m²) and ``settings.flag.simplify_m`` (m), and
         :func:`pipeline.config.params_hash` of it.
     tile
-        The grid is one tile of a larger scan (:mod:`pipeline.seams`): blobs touching the grid edge are kept
+        The grid is one tile of a larger scan (:mod:`pipeline.scan.seams`): blobs touching the grid edge are kept
         whatever their area (they may continue in the next tile; the seam merge applies the minimum area
         and fills small holes), holes are not filled here; blobs wholly inside are complete and filtered
         by ``min_area_m2`` as usual.
@@ -434,8 +434,11 @@ def vectorise(detection: xr.Dataset, *, site_id: str, settings: Settings, tile: 
     if not change.any():  # nothing else is loaded (the layers may be dask-backed)
         return empty_flags(epsg)
     dates = list(pd.DatetimeIndex(detection["time"].values).strftime("%Y-%m-%d"))
+    score, confidence, break_index, after_index, clear_fraction = (
+        np.asarray(detection[v].values) for v in _REQUIRED_2D[1:]
+    )
     layers = FlagLayers(
-        change, *(np.asarray(detection[v].values) for v in _REQUIRED_2D[1:]),
+        change, score, confidence, break_index, after_index, clear_fraction,
         clear=detection["clear"].transpose("time", "y", "x").data,  # numpy or dask: sliced per blob
         dates=dates,
         scene_ids=[str(s) for s in detection["scene_id"].values] if "scene_id" in detection.coords else dates,

@@ -48,6 +48,8 @@ __all__ = [
     "RASTER_SUFFIXES",
     "canonical_band",
     "read_scene",
+    "band_files",
+    "scene_date",
     "align",
     "pixel_size_m",
     "write_change_raster",
@@ -118,10 +120,10 @@ class _Layer:
 def _open(path: Path) -> rasterio.DatasetReader:
     try:
         return rasterio.open(path)
-    except (RasterioError, OSError):
+    except (RasterioError, OSError) as err:
         raise NotARasterError(
             f"{path} is not a raster GDAL can read; give a GeoTIFF/JP2 file or a folder of *_Bxx.tif files"
-        ) from None
+        ) from err
 
 
 def _check_required(layers: Sequence[_Layer], required: Sequence[str], where: Path) -> None:
@@ -223,8 +225,8 @@ def _boa_add_offset(src: rasterio.DatasetReader, index: int, band: str) -> float
         if key in tags:
             try:
                 return float(tags[key])
-            except ValueError:
-                raise BandError(f"{src.name}: tag {key}={tags[key]!r} is not a number") from None
+            except ValueError as err:
+                raise BandError(f"{src.name}: tag {key}={tags[key]!r} is not a number") from err
     return 0.0
 
 
@@ -262,7 +264,7 @@ def _read_layer(
         except (RasterioError, OSError) as err:
             raise NotARasterError(
                 f"{layer.path} could not be read ({err}); the file may be truncated"
-            ) from None
+            ) from err
         nodata = src.nodatavals[layer.index - 1]
         offset = 0.0
         bad = raw == 0
@@ -374,6 +376,35 @@ def read_scene(
     )
     da = da.rio.write_crs(crs).rio.write_transform(transform).rio.write_nodata(np.nan, encoded=False)
     return da
+
+
+def band_files(
+    path: str | Path, bands: Sequence[str] | None = None, *, required: Sequence[str] = MIN_BANDS
+) -> dict[str, Path]:
+    """``{band: file}`` of a folder of single-band rasters (form (b) of the module docstring), in band order.
+
+    ``bands`` keeps only these bands (loose names accepted); ``required`` as for :func:`read_scene`. Nothing
+    is read but the folder listing. Raises :class:`~pipeline.errors.InputFileError` when ``path`` is not a
+    folder, :class:`~pipeline.errors.BandError` as :func:`read_scene` does.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise InputFileError(
+            f"{path} is not a folder; give a folder of single-band *_Bxx.tif files (e.g. a granule's band files)"
+        )
+    layers = _folder_layers(path, bands)
+    _check_required(layers, required, path)
+    return {lay.band: lay.path for lay in layers}
+
+
+def scene_date(path: str | Path) -> str | None:
+    """The ISO acquisition date of a scene file or band folder (as :func:`read_scene` sets ``date``), or None."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(band_files(path, required=()).values())
+    else:
+        files = [path]
+    return _scene_date(files, path)
 
 
 def align(after: xr.DataArray, before: xr.DataArray) -> xr.DataArray:
