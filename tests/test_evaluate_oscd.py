@@ -156,7 +156,15 @@ def test_document_and_plot(tmp_path: Path, learned: ev.ChainResult,
     for chain in (doc, doc["baseline"]):
         assert set(chain["per_city"]) == {c.name for c in CITIES}
         for row in chain["per_city"].values():
-            assert set(row) == {"precision", "recall", "f1", "iou", "tp", "fp", "fn", "seconds"}
+            assert set(row) == {"precision", "recall", "f1", "iou", "tp", "fp", "fn", "seconds", "objects"}
+            assert set(row["objects"]) == {"true", "found", "predicted", "correct"}
+            assert row["objects"]["found"] <= row["objects"]["true"]
+            assert row["objects"]["correct"] <= row["objects"]["predicted"]
+        objs = [row["objects"] for row in chain["per_city"].values()]
+        found, true = sum(o["found"] for o in objs), sum(o["true"] for o in objs)
+        assert chain["object_recall"] == (found / true if true else 1.0)
+    # the shipped spatial model's grouped cross-validation, read from its sidecar
+    assert doc["spatial"]["rgb"]["source"] == "grouped-cv" and len(doc["spatial"]["rgb"]["per_city"]) == 10
     only_cva = ev.build_document(base, None, "s2-13")
     assert only_cva["method"] == "cva-otsu" and only_cva["per_city"] == only_cva["baseline"]["per_city"]
     assert only_cva["ratio_micro_f1_vs_baseline"] == 1.0 and "learned" not in only_cva

@@ -19,6 +19,7 @@ from pipeline.detect.unet_input import (
     percentile_stats,
 )
 from pipeline.errors import BandError, DetectionError
+from pipeline.evaluate.objects import component_scores
 from pipeline.train import unet as T
 
 
@@ -229,5 +230,5 @@ def test_object_scores_count_components_of_half_a_hectare() -> None:
     pred[10:15, 10:20] = True
     pred[50:52, 50:60] = True
     pred[70:80, 0:10] = True  # a false object
-    s = T.object_scores(pred, label, np.ones_like(label))
+    s = component_scores(pred, label, np.ones_like(label))
     assert s == {"true": 2, "found": 1, "predicted": 2, "correct": 1}

@@ -2,6 +2,11 @@
 
 Pure functions over GeoDataFrames / arrays; no file I/O.
 
+Change components of label rasters (:func:`component_scores`)
+    For pixel-labelled benchmarks (OSCD): 8-connected change components of at least 0.5 ha are the objects;
+    a true one is found when ≥ 30 % of it is predicted, a predicted one is correct when ≥ 30 % of it is true
+    change.
+
 Object matching (:func:`object_metrics`)
     Flags and truth polygons are compared per site (by the ``site_id`` column when both layers have it,
     otherwise as one group), in the UTM zone of the group's centre, so IoU and areas are in metres.
@@ -36,7 +41,11 @@ from pipeline.evaluate.metrics import rate
 from pipeline.flag import grid_transform
 from pipeline.grid import utm_epsg
 
-__all__ = ["object_metrics", "match_objects", "rasterize_truth", "pr_curve"]
+__all__ = ["object_metrics", "match_objects", "rasterize_truth", "pr_curve", "component_scores",
+           "MIN_COMPONENT_PX", "COMPONENT_COVER"]
+
+MIN_COMPONENT_PX = 50  # 0.5 ha at 10 m: the smallest change component scored as an object (compound scale)
+COMPONENT_COVER = 0.3  # share of a component's pixels that must be predicted (or true) for it to count
 
 
 def _check_crs(gdf: gpd.GeoDataFrame, name: str) -> None:
@@ -189,3 +198,28 @@ def pr_curve(
         kept = flags.iloc[np.flatnonzero(conf >= t)] if len(flags) else flags
         out.append({"threshold": float(t), **object_metrics(kept, truth, **kw)})
     return out
+
+
+def component_scores(
+    pred: np.ndarray, label: np.ndarray, valid: np.ndarray | None = None, *,
+    min_px: int = MIN_COMPONENT_PX, cover: float = COMPONENT_COVER,
+) -> dict[str, int]:
+    """Object counts of two change masks ``(y, x)`` on one grid: 8-connected components of at least
+    ``min_px`` pixels (of ``valid`` pixels, default all). ``true``/``found``: true components with ≥ ``cover``
+    of their pixels predicted; ``predicted``/``correct``: predicted components with ≥ ``cover`` of their
+    pixels on true change. Recall = found / true, precision = correct / predicted."""
+    from scipy import ndimage
+
+    ok = np.ones(label.shape, bool) if valid is None else valid
+    eight = np.ones((3, 3), bool)
+
+    def components(mask: np.ndarray) -> list[np.ndarray]:
+        lab, n = ndimage.label(mask & ok, structure=eight)
+        sizes = np.bincount(lab.ravel(), minlength=n + 1)
+        return [lab == i for i in np.flatnonzero(sizes >= min_px) if i > 0]
+
+    truth, preds = components(label), components(pred)
+    return {
+        "true": len(truth), "found": sum(int(pred[o].mean() >= cover) for o in truth),
+        "predicted": len(preds), "correct": sum(int(label[o].mean() >= cover) for o in preds),
+    }

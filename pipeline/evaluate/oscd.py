@@ -5,7 +5,9 @@ CVA + Otsu baseline and of the learned chain scored leave-one-city-out (LOCO), i
   cities) and derives precision, recall, F1 = 2 tp / (2 tp + fp + fn) and IoU (empty classes: the rule of
   :mod:`pipeline.evaluate.metrics`). Pixels are scored over the whole label (imgs_1 10 m grid); a pixel
   without data in both dates is "no change" for every chain, so a change there is a miss.
-* :func:`pool` gives micro scores (counts summed over cities, then F1) and the macro F1 (mean of cities).
+* :func:`pool` gives micro scores (counts summed over cities, then F1) and the macro F1 (mean of cities);
+  each chain also gets object recall and precision over change components of ≥ 0.5 ha
+  (:func:`pipeline.evaluate.objects.component_scores`, counts pooled over the cities).
 * :func:`evaluate_baseline` runs :func:`pipeline.detect.pair.detect_pair_cva` on each city as
   ``compoundwatch compare`` reads it (:func:`pipeline.fetch.oscd.read_city`).
 * :func:`evaluate_learned` trains one model per city on the *other* cities with the training recipe
@@ -20,8 +22,9 @@ CVA + Otsu baseline and of the learned chain scored leave-one-city-out (LOCO), i
 * :func:`learned_from_report` reuses the LOCO section of a training report
   (``python -m pipeline.train.oscd --report``) instead of retraining: the classifier alone, without the
   CVA union (the report keeps counts, not probabilities).
-* :func:`build_document` writes the metrics document (top level: the best chain run), :func:`write_plot`
-  a per-city grouped bar chart (PNG).
+* :func:`build_document` writes the metrics document (top level: the best chain run; ``spatial``: the shipped
+  spatial models' grouped cross-validation from their sidecars), :func:`write_plot` a per-city grouped bar
+  chart (PNG).
 
 Seconds are wall-clock seconds on this machine. Hold-out cities (:data:`pipeline.fetch.oscd.HOLDOUT_CITIES`) are
 never listed nor read.
@@ -40,6 +43,7 @@ import numpy as np
 
 from pipeline.errors import ConfigError, InputFileError
 from pipeline.evaluate.metrics import Scores
+from pipeline.evaluate.objects import component_scores
 from pipeline.fetch.oscd import HOLDOUT_CITIES, labelled_cities, read_city
 
 __all__ = [
@@ -54,6 +58,7 @@ __all__ = [
     "evaluate_learned",
     "learned_from_report",
     "build_document",
+    "spatial_models",
     "write_document",
     "write_plot",
 ]
@@ -89,12 +94,21 @@ class ChainResult:
     scores: dict[str, Scores]
     seconds: dict[str, float]
     info: dict[str, Any] = field(default_factory=dict)
+    objects: dict[str, dict[str, int]] = field(default_factory=dict)  # component_scores per city
 
     def summary(self) -> dict[str, Any]:
-        """``method``, pooled scores and ``per_city`` {city: precision … fn, seconds} (see :func:`pool`)."""
-        per_city = {c: {**s.as_dict(), "seconds": round(self.seconds.get(c, float("nan")), 3)}
+        """``method``, pooled scores, ``object_recall``/``object_precision`` (change components of ≥ 0.5 ha,
+        :func:`pipeline.evaluate.objects.component_scores`, pooled over the cities) and ``per_city``
+        {city: precision … fn, seconds, objects} (see :func:`pool`)."""
+        per_city = {c: {**s.as_dict(), "seconds": round(self.seconds.get(c, float("nan")), 3),
+                        **({"objects": self.objects[c]} if c in self.objects else {})}
                     for c, s in self.scores.items()}
-        return {"method": self.method, **pool(self.scores), "per_city": per_city}
+        out = {"method": self.method, **pool(self.scores)}
+        if self.objects:
+            tot = {k: sum(o[k] for o in self.objects.values()) for k in ("true", "found", "predicted", "correct")}
+            out["object_recall"] = tot["found"] / tot["true"] if tot["true"] else 1.0
+            out["object_precision"] = tot["correct"] / tot["predicted"] if tot["predicted"] else 1.0
+        return {**out, "per_city": per_city}
 
 
 @dataclass(frozen=True)
@@ -153,6 +167,7 @@ def evaluate_baseline(
     scores: dict[str, Scores] = {}
     seconds: dict[str, float] = {}
     strong: dict[str, np.ndarray] = {}
+    objects: dict[str, dict[str, int]] = {}
     for c in cities:
         progress("baseline", c, False)
         oc = read_city(root, c)
@@ -162,9 +177,10 @@ def evaluate_baseline(
         seconds[c] = time.perf_counter() - t0
         change = det["change"].values
         scores[c] = Scores.from_masks(change, oc.label)
+        objects[c] = component_scores(change, oc.label)
         strong[c] = change & (det["score"].values >= STRONG_Z)
         progress("baseline", c, True)
-    return ChainResult(BASELINE_METHOD, scores, seconds), strong
+    return ChainResult(BASELINE_METHOD, scores, seconds, objects=objects), strong
 
 
 def _decide(prob: np.ndarray, sigma: float, rule: dict[str, float] | None, threshold: float) -> np.ndarray:
@@ -235,12 +251,14 @@ def evaluate_learned(
     scores: dict[str, Scores] = {}
     strict: dict[str, Scores] = {}
     seconds: dict[str, float] = {}
+    objects: dict[str, dict[str, int]] = {}
     for c in cities:
         t0 = time.perf_counter()
         extra = union.get(c, np.zeros_like(labels[c]))
         pred = _decide(probs[c], sel["sigma"], sel["adaptive"], sel["threshold"]) | extra
         seconds[c] = secs[c] + time.perf_counter() - t0 + float((cva_seconds or {}).get(c, 0.0))
         scores[c] = Scores.from_masks(pred, labels[c])
+        objects[c] = component_scores(pred, labels[c])
         rule = sel["strict"]["per_city"][c]["rule"]
         strict_pred = _decide(probs[c], sel["sigma"], None if rule == "global" else rule, sel["threshold"])
         strict[c] = Scores.from_masks(strict_pred | extra, labels[c])
@@ -258,7 +276,7 @@ def evaluate_learned(
         "recipe": {"n_trees": recipe.n_trees, "n_pos": recipe.n_pos, "n_neg": recipe.n_neg,
                    "seed": recipe.seed},
     }
-    return ChainResult(LEARNED_METHOD, scores, seconds, info)
+    return ChainResult(LEARNED_METHOD, scores, seconds, info, objects)
 
 
 def learned_from_report(report: str | Path, band_set: str, cities: Sequence[str]) -> ChainResult:
@@ -303,16 +321,18 @@ def learned_from_report(report: str | Path, band_set: str, cities: Sequence[str]
 
 def build_document(baseline: ChainResult, learned: ChainResult | None, band_set: str) -> dict[str, Any]:
     """The metrics document: the best chain run at the top level (``micro_f1``, ``macro_f1``,
-    ``micro_precision``, ``micro_recall``, ``micro_iou``, ``method`` and ``per_city`` {city: precision,
-    recall, f1, iou, tp, fp, fn, seconds}), ``baseline`` (same keys for CVA + Otsu),
-    ``ratio_micro_f1_vs_baseline`` / ``ratio_macro_f1_vs_baseline`` (None when the baseline scores 0) and
-    ``learned`` (the learned chain's source, decision rule, strict scores; only when it ran)."""
+    ``micro_precision``, ``micro_recall``, ``micro_iou``, ``object_recall``, ``object_precision``,
+    ``method`` and ``per_city`` {city: precision, recall, f1, iou, tp, fp, fn, seconds, objects}),
+    ``baseline`` (same keys for CVA + Otsu), ``ratio_micro_f1_vs_baseline`` / ``ratio_macro_f1_vs_baseline`` (None when the baseline scores 0) and
+    ``learned`` (the learned chain's source, decision rule, strict scores; only when it ran) and ``spatial``
+    (:func:`spatial_models`)."""
     base = baseline.summary()
     top = learned.summary() if learned is not None else base
     doc: dict[str, Any] = {
         "micro_f1": top["micro_f1"],
         "macro_f1": top["macro_f1"],
-        **{k: top[k] for k in ("micro_precision", "micro_recall", "micro_iou")},
+        **{k: top[k] for k in ("micro_precision", "micro_recall", "micro_iou", "object_recall", "object_precision")
+           if k in top},
         "method": top["method"],
         "band_set": band_set if learned is not None else None,
         "cities": list(top["per_city"]),
@@ -323,7 +343,25 @@ def build_document(baseline: ChainResult, learned: ChainResult | None, band_set:
     }
     if learned is not None:
         doc["learned"] = learned.info
+    doc["spatial"] = spatial_models()
     return doc
+
+
+def spatial_models() -> dict[str, Any]:
+    """The shipped spatial models' grouped cross-validation over the same cities (from their sidecars, made
+    by the frozen ``train_unet`` stage: retraining needs torch, which this command never does): per band
+    set ``micro_f1`` (strict: nested thresholds), ``macro_f1``, ``object_recall``/``object_precision`` and
+    per-city F1."""
+    from pipeline.detect.unet import load_unet_meta, unet_band_sets
+
+    out: dict[str, Any] = {}
+    for bs in unet_band_sets():
+        cv = load_unet_meta(bs).get("cv") or {}
+        if cv:
+            out[bs] = {"source": "grouped-cv", "folds": cv["folds"], "threshold": cv["threshold"],
+                       **{k: cv[k] for k in ("micro_f1", "macro_f1", "object_recall", "object_precision")},
+                       "per_city": {c: v["f1"] for c, v in cv["per_city"].items()}}
+    return out
 
 
 def _ratio(a: float, b: float) -> float | None:

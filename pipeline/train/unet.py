@@ -41,6 +41,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.detect.unet_input import CLIP, UNET_BAND_SETS, normalise, percentile_stats
+from pipeline.evaluate.objects import component_scores
 
 __all__ = ["FOLDS", "Recipe", "CityArrays", "build_model", "train_model", "main"]
 
@@ -55,8 +56,6 @@ FOLDS: tuple[tuple[str, str], ...] = (
 ALL_BANDS = UNET_BAND_SETS["s2-13"]
 CHECKPOINT_EVERY = 100
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.01), 2)
-MIN_OBJECT_PX = 50  # 0.5 ha at 10 m: the smallest change component scored as an object
-OBJECT_COVER = 0.3  # share of an object's pixels that must be predicted (or true) for it to count
 
 
 @dataclass(frozen=True)
@@ -371,30 +370,11 @@ def nested_thresholds(city_counts: dict[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
-def object_scores(
-    pred: np.ndarray, label: np.ndarray, valid: np.ndarray, min_px: int = MIN_OBJECT_PX, cover: float = OBJECT_COVER
-) -> dict[str, int]:
-    """Object-level counts of change components (8-connected) of at least ``min_px`` pixels (50 = 0.5 ha
-    at 10 m): ``true``/``found`` (true objects with >= ``cover`` of their valid pixels predicted) and
-    ``predicted``/``correct`` (predicted objects with >= ``cover`` of their pixels on true change)."""
-    eight = np.ones((3, 3), bool)
-
-    def objects(mask: np.ndarray) -> list[np.ndarray]:
-        lab, n = ndimage.label(mask & valid, structure=eight)
-        sizes = np.bincount(lab.ravel(), minlength=n + 1)
-        return [lab == i for i in np.flatnonzero(sizes >= min_px) if i > 0]
-
-    truth = objects(label)
-    preds = objects(pred)
-    found = sum(int(pred[o].mean() >= cover) for o in truth)
-    correct = sum(int(label[o].mean() >= cover) for o in preds)
-    return {"true": len(truth), "found": found, "predicted": len(preds), "correct": correct}
-
-
 def cv_report(oof: Path, data: dict[str, CityArrays]) -> dict[str, Any]:
     """Cross-validation scores from the out-of-fold maps in ``oof``: per city the nested threshold, pixel
-    F1 there and at 0.5, predicted vs true change fraction and object counts; pooled micro/macro F1, object
-    recall/precision, and the threshold the shipped model gets (best pooled micro-F1)."""
+    F1 there and at 0.5, predicted vs true change fraction and object counts
+    (:func:`pipeline.evaluate.objects.component_scores`); pooled micro/macro F1, object recall/precision,
+    and the threshold the shipped model gets (best pooled micro-F1)."""
     cities = sorted(data)
     probs = {c: np.load(oof / f"{c}.npy") for c in cities}
     cc = {c: counts(probs[c], data[c].label, data[c].valid) for c in cities}
@@ -408,7 +388,7 @@ def cv_report(oof: Path, data: dict[str, CityArrays]) -> dict[str, Any]:
         strict_total += cc[c][ti]
         v = data[c].valid
         pred = (probs[c] >= nested[c]) & v
-        obj = object_scores(pred, data[c].label, v)
+        obj = component_scores(pred, data[c].label, v)
         for k in obj_total:
             obj_total[k] += obj[k]
         per_city[c] = {
