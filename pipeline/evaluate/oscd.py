@@ -324,8 +324,8 @@ def build_document(baseline: ChainResult, learned: ChainResult | None, band_set:
     ``micro_precision``, ``micro_recall``, ``micro_iou``, ``object_recall``, ``object_precision``,
     ``method`` and ``per_city`` {city: precision, recall, f1, iou, tp, fp, fn, seconds, objects}),
     ``baseline`` (same keys for CVA + Otsu), ``ratio_micro_f1_vs_baseline`` / ``ratio_macro_f1_vs_baseline``
-    (None when the baseline scores 0), ``learned`` (the learned chain's source, decision rule, strict scores; only when it ran) and ``spatial``
-    (:func:`spatial_models`)."""
+    (None when the baseline scores 0), ``learned`` (the learned chain's source, decision rule, strict scores;
+    only when it ran) and ``spatial`` (:func:`spatial_models`)."""
     base = baseline.summary()
     top = learned.summary() if learned is not None else base
     doc: dict[str, Any] = {
