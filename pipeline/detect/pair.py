@@ -1,22 +1,26 @@
 """Two-date change detection for ``compoundwatch compare`` (any two co-registered scenes).
 
-:func:`detect_pair` is the entry point and always uses the best chain the project has: the learned model
-(:mod:`pipeline.detect.learned`: co-registration, radiometric normalisation, gradient-boosted pixel
-classifier trained on OSCD) when one exists for the scenes' bands, else the CVA chain below
-(``settings.pair_method`` forces one of them). The learned chain is an ensemble: pixels whose CVA change
-is extreme (robust z ≥ :data:`STRONG_Z`) are added, because the classifier, trained on OSCD's urban
-changes, under-calls the interior of large uniform new roofs; on the OSCD cities this union costs < 0.01 F1.
+:func:`detect_pair` is the entry point and always uses the best chain the project has for the scenes'
+bands (``settings.pair_method`` forces the CVA chain or a learned one): of the learned chains that fit the
+bands, the one with the higher strict cross-validated micro-F1 over the labelled OSCD cities
+(:func:`best_learned_chain`, read from the models' sidecars):
+
+* the spatial model (:mod:`pipeline.detect.unet`: a small Siamese U-Net that sees texture and structure,
+  each date normalised on its own; true-colour pairs at any pixel size), or
+* the pixel classifier (:mod:`pipeline.detect.learned`: co-registration, radiometric normalisation,
+  gradient-boosted trees on per-pixel features; Sentinel-2 band sets with B08). It is an ensemble: pixels
+  whose CVA change is extreme (robust z ≥ :data:`STRONG_Z`) are added, because the classifier, trained on
+  OSCD's urban changes, under-calls the interior of large uniform new roofs; on the OSCD cities this union
+  costs < 0.01 F1.
 
 CVA chain (:func:`detect_pair_cva`): change-vector magnitude of bands + built-up indices between BEFORE and
 AFTER, standardised by its robust spread over the scene (median and MAD), an automatic Otsu threshold
 floored at ``min_score``, and the same vegetation gate as the series detector (pixels that greened are not
-construction). It needs only the visible bands (:data:`CVA_MIN_BANDS`): true-colour exports work; without
-B08 the vegetation gate is off, as in the series detector.
-
-Where no model fits the bands (e.g. a true-colour pair) :func:`detect_pair` runs the CVA chain after the
-learned chain's radiometric normalisation of AFTER onto BEFORE (likely-unchanged pixels, per band), so
-scenes of different products or display stretches compare like with like; ``pair_method: cva`` keeps the
-plain CVA chain (the benchmark baseline).
+construction). It needs only the visible bands (:data:`CVA_MIN_BANDS`); without B08 the vegetation gate is
+off, as in the series detector. Where no model is shipped for the bands, :func:`detect_pair` runs it after
+normalising AFTER radiometrically onto BEFORE (likely-unchanged pixels, per band), so scenes of different
+products or display stretches compare like with like; ``pair_method: cva`` keeps the plain CVA chain (the
+benchmark baseline).
 """
 
 from __future__ import annotations
