@@ -35,6 +35,7 @@ from pipeline.errors import BandError, DetectionError
 __all__ = [
     "UnetModel", "load_unet", "load_unet_meta", "unet_band_sets", "unet_probability", "block_windows",
     "resample_factor", "to_model_grid", "from_model_grid", "detect_pair_unet", "choose_band_set",
+    "probability_confidence",
     "MODEL_PACKAGE", "MODEL_PIXEL_M", "DEFAULT_BLOCK", "DEFAULT_HALO",
 ]
 
@@ -210,7 +211,7 @@ def choose_band_set(bands: list[str], model_dir: str | Path | None = None) -> st
     return choose_unet_band_set(bands, unet_band_sets(model_dir))
 
 
-def _confidence(prob: np.ndarray, threshold: float) -> np.ndarray:
+def probability_confidence(prob: np.ndarray, threshold: float) -> np.ndarray:
     """0.5 at the threshold rising linearly to 1 at probability 1; 0 below it (float32)."""
     span = max(1.0 - threshold, 1e-6)
     conf = 0.5 + 0.5 * np.clip((prob - threshold) / span, 0, 1)
@@ -269,7 +270,7 @@ def detect_pair_unet(
             "change": (dims, change),
             "score": (dims, prob),
             "valid": (dims, valid),
-            "confidence": (dims, _confidence(prob, thr)),
+            "confidence": (dims, probability_confidence(prob, thr)),
         },
         coords={"y": before["y"].values, "x": before["x"].values},
         attrs={"threshold": thr, "method": f"pair-unet-{band_set}", "band_set": band_set,

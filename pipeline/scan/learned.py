@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Settings
-from pipeline.detect.unet import _confidence, load_unet, unet_probability
+from pipeline.detect.unet import load_unet, probability_confidence, unet_probability
 from pipeline.detect.unet_input import NormStats, percentile_stats
 from pipeline.errors import InputFileError
 from pipeline.scan.tiling import TileSpec, tiles_for_grid
@@ -103,7 +103,7 @@ def scan_pair_files_unet(
         if not change.any():
             return []
         layers = FlagLayers(
-            change, prob, _confidence(prob, thr),
+            change, prob, probability_confidence(prob, thr),
             break_index=np.broadcast_to(np.int16(1), change.shape),
             after_index=np.broadcast_to(np.int16(0), change.shape),
             clear_fraction=valid, clear=np.broadcast_to(valid, (2, *valid.shape)),
