@@ -53,7 +53,8 @@ def project(tmp_path: Path) -> Path:
     # the frozen stages' outputs, in git (evaluate_oscd, evaluate_cases), and their deps outside pipeline/,
     # which DVC checks exist even for a frozen stage (evaluate_cases: the Dabancheng configuration)
     for name in ("oscd_metrics.json", "oscd_f1.png", "dabancheng_metrics.json", "taizhou_metrics.json",
-                 "configs/dabancheng.yaml", "configs/dabancheng_sites.geojson"):
+                 "configs/dabancheng.yaml", "configs/dabancheng_sites.geojson",
+                 "configs/dabancheng_footprints.geojson"):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, root / name)
     (root / "web").mkdir()
