@@ -3,25 +3,27 @@
 Usage::
 
     python -m pipeline.train.unet --data ../shared/data/oscd --band-set rgb \
-        --work .cache/unet --out pipeline/data/models [--steps 1500] [--threads 2]
+        --work .cache/unet --out pipeline/data/unet --final [--steps 1000] [--threads 1] [--no-cv]
 
 What it does, resumably (every finished piece is a file under ``--work``; a stopped run picks up where it
 was, a checkpoint every :data:`CHECKPOINT_EVERY` steps):
 
 1. **cache**: each labelled city read as ``compoundwatch compare imgs_1/ imgs_2/`` reads it, all 13 bands,
    as float32 arrays (``<work>/cities/<city>.npz``);
-2. **grouped cross-validation**: :data:`FOLDS` (5 folds of 2 cities); each fold's model is trained on the
+2. with ``--final``, the **shipped model** on all 10 cities first (so it can be tried while the
+   cross-validation runs), exported to ONNX (``unet-<band set>.onnx``) with a sidecar ``unet-<band set>.json``
+   (bands, normalisation, recipe, data hash; threshold 0.5 until step 4);
+3. **grouped cross-validation**: :data:`FOLDS` (5 folds of 2 cities); each fold's model is trained on the
    other 8 cities and predicts its own 2 (out-of-fold probabilities ``<work>/<band set>/oof/<city>.npy``);
-3. **decision**: the probability threshold of each fold is the one with the best pooled micro-F1 on the
+4. **decision**: the probability threshold of each fold is the one with the best pooled micro-F1 on the
    *other* folds' out-of-fold maps (no city is scored by a threshold that saw it); the shipped threshold is
-   the best on all out-of-fold maps;
-4. **final model** on all 10 cities, exported to ONNX (``unet-<band set>.onnx``) with a sidecar
-   ``unet-<band set>.json`` (bands, normalisation, threshold, recipe, data hash, cross-validation scores).
+   the best on all out-of-fold maps, written with the cross-validation report (:func:`cv_report`) into the
+   sidecar.
 
 Training recipe (:class:`Recipe`): random crops (half centred on a change pixel), flips and 90° turns,
 0-1 px misregistration of AFTER, per-date radiometric augmentation (gain, offset, gamma, blur, noise,
-8-bit quantisation as in display-stretched exports, JPEG for the RGB model), weighted BCE + dice, Adam
-with cosine decay. torch is needed only here (the ``train`` extra); inference runs on onnxruntime.
+8-bit quantisation as in display-stretched exports, JPEG for the RGB model), dates swapped half the time,
+weighted BCE + dice, AdamW with a one-cycle cosine schedule. torch is needed only here (the ``train`` extra); inference runs on onnxruntime.
 Hold-out cities are never read.
 """
 
