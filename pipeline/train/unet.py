@@ -23,8 +23,8 @@ was, a checkpoint every :data:`CHECKPOINT_EVERY` steps):
 Training recipe (:class:`Recipe`): random crops (half centred on a change pixel), flips and 90° turns,
 0-1 px misregistration of AFTER, per-date radiometric augmentation (gain, offset, gamma, blur, noise,
 8-bit quantisation as in display-stretched exports, JPEG for the RGB model), dates swapped half the time,
-weighted BCE + dice, AdamW with a one-cycle cosine schedule. torch is needed only here (the ``train`` extra); inference runs on onnxruntime.
-Hold-out cities are never read.
+weighted BCE + dice, AdamW with a one-cycle cosine schedule. torch is needed only here (the ``train``
+extra); inference runs on onnxruntime. Hold-out cities are never read.
 """
 
 from __future__ import annotations
