@@ -29,6 +29,7 @@ from pipeline.config import DEFAULT_PARAMS, Settings, load_settings
 from pipeline.errors import ConfigError, InputFileError
 
 __all__ = [
+    "progress_bars",
     "console",
     "err_console",
     "Layout",
@@ -170,16 +171,16 @@ class SiteBar:
         self._progress.update(self._task, advance=1, site=site_id)
 
 
+def progress_bars(field: str, label_width: int = 0) -> Progress:
+    """The commands' rich progress display: spinner, task description (padded to ``label_width``), bar,
+    done/total, elapsed time and the task's ``field`` (e.g. the site or city at work)."""
+    label = f"[bold]{{task.description:<{label_width}}}" if label_width else "[bold]{task.description}"
+    return Progress(SpinnerColumn(), TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn(f"{{task.fields[{field}]}}"), console=console, transient=False)
+
+
 @contextmanager
 def site_progress(label: str, total: int) -> Iterator[SiteBar]:
     """A rich progress bar over ``total`` sites; the handle is also a ``progress`` callback for ``run()``."""
-    columns = (
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[site]}"),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
+    with progress_bars("site") as progress:
         yield SiteBar(progress, progress.add_task(label, total=total, site=""))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pipeline.cli import stages as _stages
-from pipeline.cli._common import ParamsOpt, console
+from pipeline.cli._common import ParamsOpt, console, progress_bars
 from pipeline.config import DEFAULT_PARAMS
 
 if TYPE_CHECKING:
@@ -132,15 +132,7 @@ def oscd(
     ratio_micro_f1_vs_baseline and the learned chain's details; --plot: the per-city F1 chart. Prints the
     table. The DVC stage evaluate_oscd (frozen) runs this command; `dvc metrics show` lists its file.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TaskID,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import TaskID
 
     from pipeline.detect.features import BAND_SETS
     from pipeline.errors import ConfigError
@@ -159,9 +151,7 @@ def oscd(
 
     result = ev.learned_from_report(from_report, band_set, chosen) if from_report is not None else None
     labels = {"baseline": "CVA + Otsu", "sample": "features", "loco": "LOCO folds"}
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.description:<17}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("{task.fields[city]}"))
-    with Progress(*columns, console=console, transient=False) as bars:
+    with progress_bars("city", label_width=17) as bars:
         tasks: dict[str, TaskID] = {}
 
         def progress(phase: str, city: str, done: bool) -> None:

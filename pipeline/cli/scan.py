@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli._common import ParamsOpt, console, settings_for
+from pipeline.cli._common import ParamsOpt, console, progress_bars, settings_for
 from pipeline.config import DEFAULT_PARAMS
 
 __all__ = ["scan", "register"]
@@ -45,15 +45,7 @@ def scan(
     area in m² and the evidence of its most confident part; ranked by confidence) and one small result
     file per tile under --resume-dir. Run the same command again after an interruption to resume.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TaskID,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import TaskID
 
     from pipeline.publish.geojson import write_geojson
     from pipeline.scan.aoi import ScanEvent, load_aoi
@@ -61,9 +53,7 @@ def scan(
 
     settings = settings_for(params)
     n_sites = len(load_aoi(aoi))
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
-    with Progress(*columns, console=console, transient=False) as bars:
+    with progress_bars("info") as bars:
         sites_task = None
         tile_tasks: dict[str, TaskID] = {}
 
