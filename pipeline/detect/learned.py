@@ -41,6 +41,7 @@ from scipy import ndimage
 from pipeline.config import DetectSettings
 from pipeline.detect.features import BAND_SETS, MIN_BANDS, build_features, choose_band_set
 from pipeline.detect.segments import SegmentRule, segment_average, superpixels
+from pipeline.detect.threshold import probability_confidence
 from pipeline.errors import BandError, DetectionError
 from pipeline.preprocess.coregister import coregister
 from pipeline.preprocess.normalise import normalise_to
@@ -191,13 +192,6 @@ def adaptive_threshold(prob: np.ndarray, valid: np.ndarray, rule: dict[str, floa
     return adaptive_from_level(level, rule)
 
 
-def _confidence(prob: np.ndarray, threshold: float) -> np.ndarray:
-    """0.5 at the threshold rising linearly to 1 at probability 1; 0 below the threshold (0-1 float32)."""
-    span = max(1.0 - threshold, 1e-6)
-    conf = 0.5 + 0.5 * np.clip((prob - threshold) / span, 0, 1)
-    return np.where(prob >= threshold, conf, 0.0).astype(np.float32)
-
-
 class LearnedDetector:
     """The learned pair detector for the band sets that have models in ``model_dir`` (default: shipped)."""
 
@@ -289,7 +283,7 @@ class LearnedDetector:
                 "change": (dims, change),
                 "score": (dims, prob.astype(np.float32)),
                 "valid": (dims, valid),
-                "confidence": (dims, _confidence(prob, thr) * change),
+                "confidence": (dims, probability_confidence(prob, thr) * change),
             },
             coords=coords,
             attrs={

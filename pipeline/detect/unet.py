@@ -29,13 +29,13 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
+from pipeline.detect.threshold import probability_confidence
 from pipeline.detect.unet_input import UNET_BAND_SETS, NormStats, choose_unet_band_set, normalise, percentile_stats
 from pipeline.errors import BandError, DetectionError
 
 __all__ = [
     "UnetModel", "load_unet", "load_unet_meta", "unet_band_sets", "unet_probability", "block_windows",
     "resample_factor", "to_model_grid", "from_model_grid", "detect_pair_unet", "choose_band_set",
-    "probability_confidence",
     "MODEL_PACKAGE", "MODEL_PIXEL_M", "DEFAULT_BLOCK", "DEFAULT_HALO",
 ]
 
@@ -209,13 +209,6 @@ def from_model_grid(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def choose_band_set(bands: list[str], model_dir: str | Path | None = None) -> str | None:
     """The richest shipped model's band set that ``bands`` cover, or None."""
     return choose_unet_band_set(bands, unet_band_sets(model_dir))
-
-
-def probability_confidence(prob: np.ndarray, threshold: float) -> np.ndarray:
-    """0.5 at the threshold rising linearly to 1 at probability 1; 0 below it (float32)."""
-    span = max(1.0 - threshold, 1e-6)
-    conf = 0.5 + 0.5 * np.clip((prob - threshold) / span, 0, 1)
-    return np.where(prob >= threshold, conf, 0.0).astype(np.float32)
 
 
 def detect_pair_unet(

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Settings
-from pipeline.detect.unet import load_unet, probability_confidence, unet_probability
+from pipeline.detect.threshold import probability_confidence
+from pipeline.detect.unet import load_unet, unet_probability
 from pipeline.detect.unet_input import NormStats, percentile_stats
 from pipeline.errors import InputFileError
 from pipeline.scan.tiling import TileSpec, tiles_for_grid
