@@ -1,4 +1,4 @@
-"""Input of the spatial change model: band sets and the per-date normalisation (numpy only).
+"""Input of the spatial change model: band sets and the per-date normalisation (pure array code).
 
 The same functions prepare the training crops (:mod:`pipeline.train.unet`) and the scenes at inference
 (:mod:`pipeline.detect.unet`), so the model always sees inputs made the same way.
@@ -16,16 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.detect.features import BAND_SETS
+
 __all__ = ["UNET_BAND_SETS", "NormStats", "percentile_stats", "normalise", "choose_unet_band_set"]
 
-#: Band sets of the spatial model, richest first: a scene pair uses the first set whose bands it has.
-UNET_BAND_SETS: dict[str, tuple[str, ...]] = {
-    "s2-13": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"),
-    "s2-10": ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"),
-    "s2-6": ("B02", "B03", "B04", "B08", "B11", "B12"),
-    "s2-4": ("B02", "B03", "B04", "B08"),
-    "rgb": ("B04", "B03", "B02"),
-}
+#: Band sets of the spatial model, richest first: a scene pair uses the first set whose bands it has. The
+#: Sentinel-2 sets (and their band order) are the pixel classifier's; true-colour exports add ``rgb``.
+UNET_BAND_SETS: dict[str, tuple[str, ...]] = {**BAND_SETS, "rgb": ("B04", "B03", "B02")}
 
 P_LO, P_HI = 2.0, 98.0  # percentiles of each band that map to 0 and 1
 CLIP = 0.5  # normalised values are clipped to [-CLIP, 1 + CLIP]
