@@ -51,6 +51,7 @@ __all__ = [
     "LearnedDetector",
     "available_band_sets",
     "load_model",
+    "load_model_meta",
     "detect_pair_learned",
     "prepare_pair",
     "adaptive_threshold",
@@ -137,6 +138,17 @@ def available_band_sets(model_dir: str | Path | None = None) -> list[str]:
         if root.joinpath(f"oscd-{name}.txt").is_file() and root.joinpath(f"oscd-{name}.json").is_file():
             out.append(name)
     return out
+
+
+def load_model_meta(band_set: str, model_dir: str | Path | None = None) -> dict[str, Any]:
+    """The sidecar of ``band_set``'s model (bands, threshold, LOCO scores ...) without loading LightGBM."""
+    root = Path(model_dir) if model_dir is not None else _models_dir()
+    side = root.joinpath(f"oscd-{band_set}.json")
+    if not side.is_file():
+        raise DetectionError(
+            f"no learned model for band set {band_set} in {root}; train one with python -m pipeline.train.oscd"
+        )
+    return dict(json.loads(side.read_text(encoding="utf-8")))
 
 
 @functools.lru_cache(maxsize=8)

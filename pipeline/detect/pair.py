@@ -88,7 +88,7 @@ def best_learned_chain(bands: list[str]) -> tuple[str, str] | None:
     """``("unet" | "lgbm", band set)`` of the learned chain for ``bands`` with the higher strict
     cross-validated OSCD micro-F1 (sidecars' ``cv.micro_f1`` / ``loco_strict.micro_f1``), or None."""
     from pipeline.detect.features import choose_band_set
-    from pipeline.detect.learned import available_band_sets, load_model
+    from pipeline.detect.learned import available_band_sets, load_model_meta
     from pipeline.detect.unet import choose_band_set as choose_unet
     from pipeline.detect.unet import load_unet_meta
 
@@ -102,7 +102,7 @@ def best_learned_chain(bands: list[str]) -> tuple[str, str] | None:
     except BandError:
         lgbm_set = None
     if lgbm_set is not None:
-        meta = load_model(lgbm_set).meta
+        meta = load_model_meta(lgbm_set)  # the sidecar only: no LightGBM import, no booster parsed
         options.append((float((meta.get("loco_strict") or meta.get("loco") or {}).get("micro_f1", 0.0)),
                         "lgbm", lgbm_set))
     if not options:
