@@ -156,12 +156,12 @@ def _load(band_set: str, model_dir: str | None) -> LearnedModel:
     import lightgbm as lgb  # imported lazily: only the learned detector needs it
 
     root = Path(model_dir) if model_dir is not None else _models_dir()
-    txt, side = root.joinpath(f"oscd-{band_set}.txt"), root.joinpath(f"oscd-{band_set}.json")
-    if not (txt.is_file() and side.is_file()):
+    meta = load_model_meta(band_set, model_dir)
+    txt = root.joinpath(f"oscd-{band_set}.txt")
+    if not txt.is_file():
         raise DetectionError(
             f"no learned model for band set {band_set} in {root}; train one with python -m pipeline.train.oscd"
         )
-    meta = json.loads(side.read_text(encoding="utf-8"))
     booster = lgb.Booster(model_str=txt.read_text(encoding="utf-8"))
     return LearnedModel(band_set, booster, meta)
 
