@@ -30,6 +30,7 @@ extra); inference runs on onnxruntime. Hold-out cities are never read.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import json
@@ -88,6 +89,11 @@ class CityArrays:
     after: np.ndarray
     label: np.ndarray
     valid: np.ndarray
+
+    @functools.cached_property
+    def change_px(self) -> np.ndarray:
+        """Flat indices of the change pixels (crops are centred on them), found once per city."""
+        return np.flatnonzero(self.label)
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -181,7 +187,7 @@ def sample_batch(
     for _ in range(recipe.batch):
         c = cities[rng.choice(len(cities), p=sizes / sizes.sum())]
         h, w = c.label.shape
-        pos = np.flatnonzero(c.label)
+        pos = c.change_px
         if pos.size and rng.random() < recipe.change_centred:
             cy, cx = divmod(int(pos[rng.integers(pos.size)]), w)
             y0 = int(np.clip(cy - s // 2 + rng.integers(-s // 4, s // 4 + 1), m, h - s - m))
