@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import ConfigError, InputFileError
-from pipeline.evaluate.metrics import Scores
+from pipeline.evaluate.metrics import Scores, rate
 from pipeline.evaluate.objects import component_scores
 from pipeline.fetch.oscd import HOLDOUT_CITIES, labelled_cities, read_city
 
@@ -106,8 +106,8 @@ class ChainResult:
         out = {"method": self.method, **pool(self.scores)}
         if self.objects:
             tot = {k: sum(o[k] for o in self.objects.values()) for k in ("true", "found", "predicted", "correct")}
-            out["object_recall"] = tot["found"] / tot["true"] if tot["true"] else 1.0
-            out["object_precision"] = tot["correct"] / tot["predicted"] if tot["predicted"] else 1.0
+            out["object_recall"] = rate(tot["found"], tot["true"])
+            out["object_precision"] = rate(tot["correct"], tot["predicted"])
         return {**out, "per_city": per_city}
 
 

@@ -44,6 +44,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.detect.unet_input import CLIP, UNET_BAND_SETS, normalise, percentile_stats
+from pipeline.evaluate.metrics import f1_of_counts, rate
 from pipeline.evaluate.objects import component_scores
 
 __all__ = ["FOLDS", "Recipe", "CityArrays", "build_model", "train_model", "main"]
@@ -362,17 +363,12 @@ def counts(prob: np.ndarray, label: np.ndarray, valid: np.ndarray) -> np.ndarray
     return np.stack([tp, fp, pos.size - tp], 1).astype(np.int64)
 
 
-def f1(c: np.ndarray) -> np.ndarray:
-    """F1 from TP, FP, FN counts (last axis); 0 where there is nothing to find and nothing found."""
-    return 2 * c[..., 0] / np.maximum(2 * c[..., 0] + c[..., 1] + c[..., 2], 1)
-
-
 def nested_thresholds(city_counts: dict[str, np.ndarray]) -> dict[str, float]:
     """Per city, the threshold with the best pooled micro-F1 over the cities of the *other* folds."""
     out = {}
     for fold in FOLDS:
         others = np.sum([c for k, c in city_counts.items() if k not in fold], axis=0)
-        t = float(THRESHOLDS[int(np.argmax(f1(others)))])
+        t = float(THRESHOLDS[int(np.argmax(f1_of_counts(others)))])
         for city in fold:
             out[city] = t
     return out
@@ -400,25 +396,25 @@ def cv_report(oof: Path, data: dict[str, CityArrays]) -> dict[str, Any]:
         for k in obj_total:
             obj_total[k] += obj[k]
         per_city[c] = {
-            "threshold": nested[c], "f1": round(float(f1(cc[c][ti])), 4),
-            "precision": round(float(cc[c][ti][0] / max(cc[c][ti][0] + cc[c][ti][1], 1)), 4),
-            "recall": round(float(cc[c][ti][0] / max(cc[c][ti][0] + cc[c][ti][2], 1)), 4),
-            "f1_at_0.5": round(float(f1(cc[c][i05])), 4),
+            "threshold": nested[c], "f1": round(float(f1_of_counts(cc[c][ti])), 4),
+            "precision": round(rate(int(cc[c][ti][0]), int(cc[c][ti][0] + cc[c][ti][1])), 4),
+            "recall": round(rate(int(cc[c][ti][0]), int(cc[c][ti][0] + cc[c][ti][2])), 4),
+            "f1_at_0.5": round(float(f1_of_counts(cc[c][i05])), 4),
             "predicted_fraction": round(float(pred[v].mean()), 4),
             "true_fraction": round(float(data[c].label[v].mean()), 4),
             "objects": obj,
         }
     pooled = np.sum([cc[c] for c in cities], axis=0)
-    best = int(np.argmax(f1(pooled)))
+    best = int(np.argmax(f1_of_counts(pooled)))
     return {
         "folds": [list(f) for f in FOLDS], "per_city": per_city,
-        "micro_f1": round(float(f1(strict_total)), 4),
+        "micro_f1": round(float(f1_of_counts(strict_total)), 4),
         "macro_f1": round(float(np.mean([v["f1"] for v in per_city.values()])), 4),
-        "micro_f1_at_0.5": round(float(f1(pooled[i05])), 4),
-        "object_recall": round(obj_total["found"] / max(obj_total["true"], 1), 4),
-        "object_precision": round(obj_total["correct"] / max(obj_total["predicted"], 1), 4),
+        "micro_f1_at_0.5": round(float(f1_of_counts(pooled[i05])), 4),
+        "object_recall": round(rate(obj_total["found"], obj_total["true"]), 4),
+        "object_precision": round(rate(obj_total["correct"], obj_total["predicted"]), 4),
         "objects": obj_total,
-        "threshold": float(THRESHOLDS[best]), "pooled_best_micro_f1": round(float(f1(pooled[best])), 4),
+        "threshold": float(THRESHOLDS[best]), "pooled_best_micro_f1": round(float(f1_of_counts(pooled[best])), 4),
     }
 
 
