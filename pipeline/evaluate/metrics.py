@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.errors import DetectionError
 
-__all__ = ["rate", "Scores", "f1_of_counts", "pixel_scores"]
+__all__ = ["rate", "Scores", "f1_of_counts", "threshold_counts", "pixel_scores"]
 
 
 def rate(part: int | float, whole: int | float) -> float:
@@ -118,6 +118,16 @@ def f1_of_counts(counts: np.ndarray) -> np.ndarray:
     tp, fp, fn = c[..., 0], c[..., 1], c[..., 2]
     den = 2 * tp + fp + fn
     return np.where(den > 0, 2 * tp / np.maximum(den, 1), 1.0)
+
+
+def threshold_counts(prob: np.ndarray, truth: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """``(threshold, 3)`` int64 counts TP, FP, FN of ``prob >= t`` against the boolean ``truth`` (same shape)
+    for each of ``thresholds``: a threshold sweep in two sorts (feed it to :func:`f1_of_counts`)."""
+    pos = np.sort(prob[truth])
+    neg = np.sort(prob[~truth])
+    tp = pos.size - np.searchsorted(pos, thresholds, side="left")
+    fp = neg.size - np.searchsorted(neg, thresholds, side="left")
+    return np.stack([tp, fp, pos.size - tp], axis=1).astype(np.int64)
 
 
 def pixel_scores(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> dict[str, Any]:

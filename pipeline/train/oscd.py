@@ -48,7 +48,7 @@ from scipy import ndimage
 from pipeline.detect.features import BAND_SETS, build_features
 from pipeline.detect.learned import prepare_pair
 from pipeline.detect.segments import SegmentRule, segment_average, superpixels
-from pipeline.evaluate.metrics import Scores, f1_of_counts
+from pipeline.evaluate.metrics import Scores, f1_of_counts, threshold_counts
 from pipeline.fetch.oscd import HOLDOUT_CITIES, labelled_cities, read_city
 
 __all__ = [
@@ -161,12 +161,7 @@ def _predict_full(booster: Any, feats: np.ndarray) -> np.ndarray:
 
 def f1_counts(prob: np.ndarray, label: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -> np.ndarray:
     """``(threshold, 3)`` int64 counts TP, FP, FN of ``prob >= t`` against ``label`` for each threshold."""
-    pos = prob[label]
-    neg = prob[~label]
-    tp = (pos[None, :] >= thresholds[:, None]).sum(1) if pos.size else np.zeros(len(thresholds), np.int64)
-    fp = np.searchsorted(np.sort(neg), thresholds, side="left")
-    fp = neg.size - fp
-    return np.stack([tp, fp, label.sum() - tp], axis=1).astype(np.int64)
+    return threshold_counts(prob, label, thresholds)
 
 
 #: Candidate per-image adaptive thresholds ``clip(scale * quantile_q(prob), lo, hi)`` (see

@@ -44,7 +44,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.detect.unet_input import CLIP, UNET_BAND_SETS, normalise, percentile_stats
-from pipeline.evaluate.metrics import f1_of_counts, rate
+from pipeline.evaluate.metrics import f1_of_counts, rate, threshold_counts
 from pipeline.evaluate.objects import component_scores
 
 __all__ = ["FOLDS", "Recipe", "CityArrays", "build_model", "train_model", "main"]
@@ -355,12 +355,7 @@ def predict_torch(model: Any, before: np.ndarray, after: np.ndarray, multiple: i
 
 def counts(prob: np.ndarray, label: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """``(threshold, 3)`` TP, FP, FN of ``prob >= t`` on valid pixels for each of :data:`THRESHOLDS`."""
-    p, lab = prob[valid], label[valid]
-    pos = np.sort(p[lab])
-    neg = np.sort(p[~lab])
-    tp = pos.size - np.searchsorted(pos, THRESHOLDS, side="left")
-    fp = neg.size - np.searchsorted(neg, THRESHOLDS, side="left")
-    return np.stack([tp, fp, pos.size - tp], 1).astype(np.int64)
+    return threshold_counts(prob[valid], label[valid], THRESHOLDS)
 
 
 def nested_thresholds(city_counts: dict[str, np.ndarray]) -> dict[str, float]:
