@@ -18,9 +18,60 @@ from shapely.geometry.base import BaseGeometry
 from pipeline.errors import InputFileError, InvalidAOIError
 from pipeline.grid import GridSpec, grid_for_geometry
 
-__all__ = ["Site", "load_sites", "get_site"]
+__all__ = ["Site", "load_sites", "get_site", "check_site_id", "check_name", "check_polygon", "SITE_ID_RULE"]
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+#: What a site id may hold (it names files and folders, and appears in web pages): said in error messages.
+SITE_ID_RULE = "lowercase letters, digits and hyphens (1-63 characters, starting with a letter or digit)"
+# markup and control characters (names are shown in the map page, popups, STAC and GeoJSON properties)
+_UNSAFE_NAME = re.compile(r"[<>\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: Widest site in degrees of longitude: a site is processed on the one UTM grid of its centre.
+MAX_SITE_WIDTH_DEG = 6.0
+
+
+def check_site_id(sid: object, where: str) -> str:
+    """``sid`` if it is a safe site id, else :class:`InvalidAOIError` naming ``where``."""
+    if not isinstance(sid, str) or not _ID.match(sid):
+        raise InvalidAOIError(f"{where} needs a site_id of {SITE_ID_RULE}, got {sid!r}")
+    return sid
+
+
+def check_name(name: str, where: str) -> str:
+    """``name`` if it is plain text (no markup, no control characters), else :class:`InvalidAOIError`."""
+    if _UNSAFE_NAME.search(name) or len(name) > 200:
+        raise InvalidAOIError(
+            f"{where} has a name with markup or control characters (or over 200 characters): {name[:60]!r}; "
+            "names are shown in web pages and files, give plain text"
+        )
+    return name
+
+
+def check_polygon(geom: BaseGeometry, where: str) -> BaseGeometry:
+    """A WGS84 Polygon/MultiPolygon that is valid, in range and not wrapped across the antimeridian."""
+    from shapely.validation import explain_validity
+
+    if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
+        raise InvalidAOIError(
+            f"{where} must be a valid, non-empty Polygon or MultiPolygon, got a {geom.geom_type}"
+            f"{' (empty)' if geom.is_empty else ''}"
+        )
+    minx, miny, maxx, maxy = geom.bounds
+    if not (-180 <= minx <= maxx <= 180 and -80 <= miny <= maxy <= 84):
+        raise InvalidAOIError(
+            f"{where} is not in WGS84 lon/lat degrees: bounds {tuple(round(b, 4) for b in geom.bounds)} are "
+            "outside lon -180..180, lat -80..84; reproject it to EPSG:4326 (x = longitude)"
+        )
+    if maxx - minx > 180:
+        raise InvalidAOIError(
+            f"{where} crosses the antimeridian (its longitudes run from {minx:g} to {maxx:g}); split it at 180° "
+            "into one polygon on each side"
+        )
+    if not geom.is_valid:
+        raise InvalidAOIError(
+            f"{where} is not a valid polygon ({explain_validity(geom)}): its outline self-intersects or "
+            "overlaps itself; fix the outline (QGIS: Vector → Geometry Tools → Fix Geometries) and retry"
+        )
+    return geom
 
 
 @dataclass(frozen=True)
@@ -53,12 +104,8 @@ def load_sites(path: str | Path) -> list[Site]:
     sites: list[Site] = []
     seen: set[str] = set()
     for i, feat in enumerate(feats):
-        props = feat.get("properties") or {}
-        sid = props.get("site_id")
-        if not isinstance(sid, str) or not _ID.match(sid):
-            raise InvalidAOIError(
-                f"{path}: feature {i} needs a site_id of lowercase letters, digits and hyphens, got {sid!r}"
-            )
+        props = (feat.get("properties") if isinstance(feat, dict) else None) or {}
+        sid = check_site_id(props.get("site_id"), f"{path}: feature {i}")
         if sid in seen:
             raise InvalidAOIError(f"{path}: site_id {sid!r} is used twice; site ids must be unique")
         seen.add(sid)
@@ -66,15 +113,19 @@ def load_sites(path: str | Path) -> list[Site]:
             geom = shape(feat["geometry"])
         except Exception as err:  # shapely raises several types for malformed GeoJSON
             raise InvalidAOIError(f"{path}: site {sid!r} has an unreadable geometry ({err})") from err
-        if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty or not geom.is_valid:
-            raise InvalidAOIError(f"{path}: site {sid!r} must be a valid, non-empty Polygon or MultiPolygon")
-        minx, miny, maxx, maxy = geom.bounds
-        if not (-180 <= minx <= maxx <= 180 and -80 <= miny <= maxy <= 84):
-            raise InvalidAOIError(f"{path}: site {sid!r} is not in WGS84 lon/lat degrees (bounds {geom.bounds})")
+        check_polygon(geom, f"{path}: site {sid!r}")
+        minx, _, maxx, _ = geom.bounds
+        if maxx - minx > MAX_SITE_WIDTH_DEG:
+            n_zones = int((maxx + 180) // 6) - int((minx + 180) // 6) + 1
+            raise InvalidAOIError(
+                f"{path}: site {sid!r} spans {n_zones} UTM zones ({maxx - minx:.1f}° of longitude); a site is "
+                "processed on one UTM grid: split it into sites of at most 6°, or screen it with compoundwatch scan"
+            )
+        name = check_name(str(props.get("name", sid)), f"{path}: site {sid!r}")
         sites.append(
             Site(
                 site_id=sid,
-                name=str(props.get("name", sid)),
+                name=name,
                 geometry=geom,
                 control=bool(props.get("control", False)),
                 scenario=str(props.get("scenario", "arid")),

@@ -63,7 +63,7 @@ def test_bad_id(tmp_path: Path, bad_id: Any) -> None:
 
 def test_self_intersecting_polygon(tmp_path: Path) -> None:
     bowtie = [[[88.30, 43.36], [88.31, 43.37], [88.31, 43.36], [88.30, 43.37], [88.30, 43.36]]]
-    with pytest.raises(InvalidAOIError, match="'bow' must be a valid"):
+    with pytest.raises(InvalidAOIError, match="'bow' is not a valid polygon.*self-intersects"):
         load_sites(_write(tmp_path, _feature("bow", bowtie)))
 
 

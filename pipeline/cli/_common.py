@@ -40,6 +40,7 @@ __all__ = [
     "SiteBar",
     "site_progress",
     "DVC_FILE",
+    "check_out_path",
 ]
 
 #: stdout / stderr consoles (they look up sys.stdout / sys.stderr when printing, so test runners see them).
@@ -184,3 +185,23 @@ def site_progress(label: str, total: int) -> Iterator[SiteBar]:
     """A rich progress bar over ``total`` sites; the handle is also a ``progress`` callback for ``run()``."""
     with progress_bars("site") as progress:
         yield SiteBar(progress, progress.add_task(label, total=total, site=""))
+
+
+def check_out_path(path: Path, option: str, inputs: Sequence[tuple[str, Path]] = ()) -> None:
+    """Refuse, before any work, an output path that cannot be written as a file: a folder, one whose folder
+    is missing or is a file, or one of the command's ``inputs`` (``(label, path)``, never overwritten)."""
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give a file name, e.g. {path / 'flags.geojson'}")
+    parent = path.parent
+    for up in (parent, *parent.parents):
+        if up.exists():
+            if not up.is_dir():
+                raise ConfigError(f"{option} {path}: {up} is a file, not a folder; choose another path")
+            break
+    if not parent.exists():
+        raise ConfigError(f"{option} {path}: the folder {parent} does not exist; create it first "
+                          f"(mkdir -p {parent}) or fix the path")
+    resolved = path.resolve()
+    for label, other in inputs:
+        if resolved == other.resolve():
+            raise ConfigError(f"{option} {path} is the {label} scene; choose another file for the output")

@@ -14,9 +14,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from pipeline.cli._common import console
+from pipeline.cli._common import check_out_path, console
 from pipeline.config import DEFAULT_PARAMS, FlagSettings, Settings, load_settings
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, SceneMismatchError
 
 __all__ = ["compare", "register"]
 
@@ -108,23 +108,31 @@ def compare(
     """Run ``compoundwatch compare`` (the ``--help`` text is :data:`_HELP`, set as this docstring below)."""
     from pipeline.compare import compare_band_folders, compare_scenes
     from pipeline.detect.pair import CVA_MIN_BANDS
-    from pipeline.fetch.scenes import read_scene, write_change_raster
+    from pipeline.fetch.scenes import check_pair, read_scene, scene_date, write_change_raster
     from pipeline.flag import to_wgs84
     from pipeline.publish.geojson import write_geojson
 
     settings = _settings(params, min_area_m2)
     names = _split_bands(bands)
+    check_out_path(out, "--out", [("BEFORE", before), ("AFTER", after)])
+    if change_raster is not None:
+        check_out_path(change_raster, "--change-raster", [("BEFORE", before), ("AFTER", after), ("--out", out)])
     where = f"[cyan]{escape(str(out))}[/]"
     if blockwise:
         if change_raster is not None:
             raise ConfigError("--change-raster is not written with --blockwise (the scan keeps no full-size raster); "
                               "drop one of them")
+        d_b, d_a = scene_date(before) or "", scene_date(after) or ""
+        if d_b and d_a and d_b > d_a:
+            raise SceneMismatchError(f"BEFORE ({before}, {d_b}) is later than AFTER ({after}, {d_a}); swap them: "
+                                     "compoundwatch compare EARLIER LATER")
         flags = compare_band_folders(before, after, settings, names)
         write_geojson(flags, out)
         extra = ""
     else:
         scene_b = read_scene(before, names, required=CVA_MIN_BANDS)
         scene_a = read_scene(after, names, required=CVA_MIN_BANDS)
+        check_pair(scene_b, scene_a)
         pair, _, flags = compare_scenes(scene_b, scene_a, settings)
         if change_raster is not None:
             write_change_raster(

@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
+from pipeline._files import atomic_path
 from pipeline.errors import BandError, InputFileError
 from pipeline.flag import grid_transform
 from pipeline.publish.summary import as_date
@@ -294,6 +295,7 @@ def render_chips(
         fig.text(0.5, 0.02, caption, ha="center", va="bottom", fontsize=8)
         fig.subplots_adjust(left=0.02, right=0.98, top=0.92, bottom=0.14, wspace=0.04)
         path = out_dir / f"{fid}.png"
-        fig.savefig(path, dpi=dpi, metadata={"Software": None})
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, metadata={"Software": None})
         written[fid] = path
     return written
