@@ -15,12 +15,13 @@ from pathlib import Path
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
+from pipeline.config import SITE_ID_PATTERN
 from pipeline.errors import InputFileError, InvalidAOIError
 from pipeline.grid import GridSpec, grid_for_geometry
 
 __all__ = ["Site", "load_sites", "get_site", "check_site_id", "check_name", "check_polygon", "SITE_ID_RULE"]
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_ID = SITE_ID_PATTERN
 #: What a site id may hold (it names files and folders, and appears in web pages): said in error messages.
 SITE_ID_RULE = "lowercase letters, digits and hyphens (1-63 characters, starting with a letter or digit)"
 # markup and control characters (names are shown in the map page, popups, STAC and GeoJSON properties)

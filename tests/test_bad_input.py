@@ -429,22 +429,22 @@ def _sites_dup(env: Env) -> list[str]:
 
 @case("sites-dotdot-id", r"site_id of lowercase letters, digits and hyphens.*got '\.\./\.\./etc'")
 def _sites_dotdot(env: Env) -> list[str]:
-    return env.sites_with([site("../../etc")], ["../../etc"])
+    return env.sites_with([site("../../etc")], ["x"])  # the sites file is read before its ids are matched
 
 
 @case("sites-slash-id", r"got 'a/b'")
 def _sites_slash(env: Env) -> list[str]:
-    return env.sites_with([site("a/b")], ["a/b"])
+    return env.sites_with([site("a/b")], ["x"])  # the sites file is read before its ids are matched
 
 
 @case("sites-unicode-id", r"got 'sité'")
 def _sites_unicode(env: Env) -> list[str]:
-    return env.sites_with([site("sité")], ["sité"])
+    return env.sites_with([site("sité")], ["x"])  # the sites file is read before its ids are matched
 
 
 @case("sites-html-id", r"got '<script>'")
 def _sites_html(env: Env) -> list[str]:
-    return env.sites_with([site("<script>")], ["<script>"])
+    return env.sites_with([site("<script>")], ["x"])  # the sites file is read before its ids are matched
 
 
 @case("sites-html-name", r"site 'ok' has a name with markup or control characters")
@@ -580,6 +580,12 @@ def _params_url(env: Env) -> list[str]:
 @case("params-local-without-section", "there is no `local:` section")
 def _params_local(env: Env) -> list[str]:
     return env.params_with(lambda p: p["fetch"].update(source="local"))
+
+
+@case("params-unsafe-site-id", r"sites: Value error, site ids are lowercase letters, digits and hyphens \(they name "
+      r"files\), got \['\.\./\.\./etc'\]")
+def _params_site_id(env: Env) -> list[str]:
+    return env.params_with(lambda p: p.update(sites=["../../etc"]))
 
 
 @case("params-bad-scheduler", "expected a scheduler address such as tcp://host:8786")
@@ -731,9 +737,15 @@ def test_bad_input(case_id: str, env: Env) -> None:
     assert not list(env.proj.glob("*.bak"))
 
 
-def test_debug_shows_the_traceback(env: Env) -> None:
+def test_debug_shows_the_traceback_and_the_cause(env: Env) -> None:
     res = CliRunner().invoke(app, ["--debug", *CASES["raster-no-crs"][0](env)])
     assert res.exit_code == 1 and res.exception is not None and not isinstance(res.exception, SystemExit)
+    # errors keep what caused them (raise … from err): GDAL's own error under ours, the YAML parser's under ours
+    res = CliRunner().invoke(app, ["--debug", *CASES["raster-text"][0](env)])
+    assert type(res.exception).__name__ == "NotARasterError"
+    assert type(res.exception.__cause__).__name__ == "RasterioIOError"
+    res = CliRunner().invoke(app, ["--debug", *CASES["params-yaml-syntax"][0](env)])
+    assert type(res.exception).__name__ == "ConfigError" and isinstance(res.exception.__cause__, yaml.YAMLError)
 
 
 def _table_ids() -> list[str]:

@@ -86,6 +86,9 @@ def _root(
     ] = False,
 ) -> None:
     """Global options (they go before the command: compoundwatch --debug run)."""
+    from pipeline.stages import configure_logging
+
+    configure_logging()
     if not debug:
         # Libraries' own warnings (rasterio's NotGeoreferencedWarning, dask's, …) would precede our one-line
         # error or summary with lines of library internals; compoundwatch reports those problems itself.

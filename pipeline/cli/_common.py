@@ -6,6 +6,7 @@ from there so ``compoundwatch fetch`` and ``dvc repro`` write the same files.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -180,9 +181,33 @@ def progress_bars(field: str, label_width: int = 0) -> Progress:
                     TextColumn(f"{{task.fields[{field}]}}"), console=console, transient=False)
 
 
+class LineBar(SiteBar):
+    """:class:`SiteBar` without a terminal (cron, CI, a log file): one plain timestamped line per event."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self._label, self._total, self._done = label, total, 0
+        self._started = time.monotonic()
+
+    def _line(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        console.print(f"{stamp} {self._label} [{time.monotonic() - self._started:7.1f} s] {text}", markup=False,
+                      highlight=False, soft_wrap=True)
+
+    def working(self, site_id: str) -> None:
+        self._line(f"{self._done}/{self._total} done, working on {site_id}")
+
+    def __call__(self, site_id: str) -> None:
+        self._done += 1
+        self._line(f"{self._done}/{self._total} done: {site_id}")
+
+
 @contextmanager
 def site_progress(label: str, total: int) -> Iterator[SiteBar]:
-    """A rich progress bar over ``total`` sites; the handle is also a ``progress`` callback for ``run()``."""
+    """A rich progress bar over ``total`` sites (plain lines when stdout is not a terminal); the handle is also
+    a ``progress`` callback for ``run()``."""
+    if not console.is_terminal:
+        yield LineBar(label, total)
+        return
     with progress_bars("site") as progress:
         yield SiteBar(progress, progress.add_task(label, total=total, site=""))
 

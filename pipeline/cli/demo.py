@@ -100,6 +100,9 @@ def repro(project: Path, *, force: bool = False, verbose: bool = False) -> list[
                 finish(True)
                 current, started = m["stage"], time.monotonic()
                 ran.append(current)
+                if not console.is_terminal and not verbose:  # a log: say what runs, not only what finished
+                    console.print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} running {current} …", markup=False,
+                                  highlight=False)
                 status.update(f"[bold]dvc repro[/]: running [cyan]{current}[/] ({len(ran)} so far) …")
             elif _SKIPPED.match(line):
                 skipped += 1

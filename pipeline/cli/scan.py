@@ -106,7 +106,7 @@ def _write(flags: Any, out: Path) -> None:
 
     write_geojson(flags, out)
     area = float(flags["area_m2"].sum()) if len(flags) else 0.0
-    console.print(f"{len(flags)} candidate(s), {area:,.0f} m² → {out}")
+    console.print(f"{len(flags)} candidate(s), {area:,.0f} m² → {out}", soft_wrap=True)
 
 
 def _scan_logged(aoi: Path, out: Path, settings: Settings, scheduler: str | None, resume_dir: Path, tile_px: int,

@@ -1,0 +1,125 @@
+"""Faults and determinism, end to end through ``compoundwatch run`` (real processes, real ``dvc repro``).
+
+* A clean run of a one-site project (``reference``).
+* The same project started afresh and killed with SIGKILL (the whole process group: compoundwatch, dvc and
+  the stage process, as a crash or the OOM killer would) during fetch, then during detect, then during
+  publish; after each kill the next ``compoundwatch run`` clears DVC's stale lock (one ``note:`` line) and
+  goes on; the last one completes. Its published layers are byte-identical to the clean run's and
+  ``dvc status`` is clean.
+* Determinism: the two projects ran in different processes (and the interrupted one partly twice), yet every
+  published layer is byte-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from small_project import SMALL_SITES, make_dvc_project
+
+pytestmark = pytest.mark.slow
+
+SITE = SMALL_SITES[0]
+EXE = str(Path(sys.executable).parent / "compoundwatch")
+#: Published layers compared byte for byte (everything under data/out that the run writes).
+LAYERS = ("flags.geojson", "flags.fgb", "flags.parquet", f"sites/{SITE[0]}.geojson", "site_summary.geojson",
+          "site_summary.fgb", "site_summary.parquet", "compoundwatch.pmtiles", "index.html", "stac/catalog.json")
+#: Temporary files of pipeline._files.atomic_path (".<stem>.<random><suffix>"), which no finished run may leave.
+_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.(geojson|fgb|parquet|png|json|csv|pmtiles|html|npy|tif)$")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.pop("PYTHONPATH", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([EXE, "run", *args], cwd=project, env=_env(), capture_output=True, text=True,
+                          timeout=400)
+
+
+def _run_and_kill(project: Path, stage_prefix: str) -> tuple[int, list[str]]:
+    """Start ``compoundwatch run --verbose``; SIGKILL its process group as soon as DVC starts a stage whose
+    name starts with ``stage_prefix``. Returns the exit status (negative: the signal) and the lines seen."""
+    proc = subprocess.Popen([EXE, "run", "--verbose"], cwd=project, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line.rstrip("\n"))
+        if f"Running stage '{stage_prefix}" in line:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    else:
+        proc.wait()
+        raise AssertionError(f"stage {stage_prefix}… never started:\n" + "\n".join(seen))
+    proc.stdout.close()
+    return proc.wait(timeout=60), seen  # reaped: the pid is dead, not a zombie
+
+
+def _dvc_status(project: Path) -> str:
+    proc = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=project, env=_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clean, uninterrupted run."""
+    project = make_dvc_project(tmp_path_factory.mktemp("clean") / "proj", (SITE,))
+    proc = _run(project)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return project
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """The same project killed during fetch, detect and publish, each time run again; the notes it printed."""
+    project = make_dvc_project(tmp_path_factory.mktemp("killed") / "proj", (SITE,))
+    notes = []
+    for stage in ("fetch@", "detect@", "publish"):
+        status, lines = _run_and_kill(project, stage)
+        assert status == -signal.SIGKILL
+        notes += [line for line in lines if line.startswith("note:")]
+        rwlock = project / ".dvc" / "tmp" / "rwlock"
+        stale = json.loads(rwlock.read_text()) if rwlock.is_file() else {}
+        assert stale.get("write") or stale.get("read"), "the killed run left no DVC lock entry to clear"
+    final = _run(project)
+    assert final.returncode == 0, final.stdout + final.stderr
+    notes += [line for line in final.stderr.splitlines() if line.startswith("note:")]
+    return project, notes
+
+
+def test_kill_and_rerun_gives_the_same_layers(reference: Path, interrupted: tuple[Path, list[str]]) -> None:
+    project, notes = interrupted
+    # each run after a kill (the 2nd, the 3rd and the last) cleared the dead run's DVC lock entries
+    assert len(notes) == 3, notes
+    assert all("cleared stale DVC lock entries of dead process(es)" in n for n in notes), notes
+    for name in LAYERS:
+        ours, theirs = project / "data" / "out" / name, reference / "data" / "out" / name
+        assert ours.read_bytes() == theirs.read_bytes(), name
+    assert json.loads((project / "metrics.json").read_text()) == json.loads((reference / "metrics.json").read_text())
+    assert "up to date" in _dvc_status(project)
+    leftovers = [p for p in (project / "data").rglob("*") if p.name.endswith((".tmp", ".old")) or _TEMP.match(p.name)]
+    assert not leftovers, leftovers
+
+
+def test_runs_are_deterministic(reference: Path, interrupted: tuple[Path, list[str]]) -> None:
+    """Every file the two runs published (chips included) is byte-identical, from different processes."""
+    project, _ = interrupted
+    ours = {p.relative_to(project): p.read_bytes() for p in (project / "data" / "out").rglob("*") if p.is_file()}
+    theirs = {p.relative_to(reference): p.read_bytes() for p in (reference / "data" / "out").rglob("*")
+              if p.is_file()}
+    assert ours.keys() == theirs.keys()
+    assert [str(k) for k in ours if ours[k] != theirs[k]] == []
+    assert len(ours) >= len(LAYERS)
