@@ -10,8 +10,10 @@ Two ways through it:
   ``area_m2`` is in square metres. Memory grows with the scene (tens of bytes per pixel and band).
 * :func:`compare_band_folders` (``compare --blockwise``): two folders of single-band files in one projected
   (UTM) CRS, e.g. two whole Sentinel-2 granules, screened block by block (memory flat with the area) by
-  :func:`pipeline.scan.learned.scan_pair_files_unet` (the spatial model) where that is the best learned
-  chain for the bands, else :func:`pipeline.scan.pair_files.scan_pair_files` (the CVA + Otsu chain).
+  :func:`pipeline.scan.learned.scan_pair_files_unet` (the spatial model, the learned chain that runs block
+  by block) where one fits the bands, else :func:`pipeline.scan.pair_files.scan_pair_files` (the CVA +
+  Otsu chain). ``compare`` takes this way by itself for band folders larger than
+  :data:`IN_MEMORY_MAX_PX` (:func:`too_large_for_memory`).
 
 Scene dates come from well-known TIFF tags or a ``YYYYMMDD`` / ``YYYY-MM-DD`` in the file/folder names;
 unknown dates give ``null`` ``appeared_after``/``appeared_before``.
@@ -31,15 +33,35 @@ from rasterio.warp import transform as warp_transform
 
 from pipeline.config import PairMethod, Settings
 from pipeline.detect import detect_pair
-from pipeline.detect.pair import CVA_MIN_BANDS, best_learned_chain
+from pipeline.detect.pair import CVA_MIN_BANDS
+from pipeline.detect.unet import choose_band_set as choose_unet_band_set
 from pipeline.fetch.scenes import align, band_files, pixel_size_m, scene_date
 from pipeline.flag import vectorise
 from pipeline.grid import utm_epsg
 
-__all__ = ["COMPARE_SITE_ID", "compare_scenes", "compare_band_folders", "pair_detection"]
+__all__ = [
+    "COMPARE_SITE_ID", "IN_MEMORY_MAX_PX", "compare_scenes", "compare_band_folders", "pair_detection",
+    "too_large_for_memory",
+]
 
 #: ``site_id`` written to (and hashed into the ids of) the flags of ``compare``.
 COMPARE_SITE_ID = "compare"
+#: Largest scene (pixels of the finest grid) that ``compare`` holds in memory: 25 Mpx, a 50 km square at
+#: 10 m. The pixel classifier's feature stack alone takes ~0.6 kB a pixel (a full 10980 px granule passed
+#: 20 GiB); larger band folders are screened block by block.
+IN_MEMORY_MAX_PX = 25_000_000
+
+
+def too_large_for_memory(before: str | Path, after: str | Path, max_px: int | None = None) -> int | None:
+    """The larger scene's pixel count when both scenes are band folders and one exceeds ``max_px``
+    (default :data:`IN_MEMORY_MAX_PX`), so ``compare`` screens them block by block; else None. Reads file
+    headers only."""
+    from pipeline.fetch.scenes import scene_pixels
+
+    if not (Path(before).is_dir() and Path(after).is_dir()):
+        return None
+    px = max(scene_pixels(before), scene_pixels(after))
+    return px if px > (IN_MEMORY_MAX_PX if max_px is None else max_px) else None
 
 
 def _date(scene: xr.DataArray) -> np.datetime64:
@@ -146,9 +168,10 @@ def compare_band_folders(
 
     Each folder holds ``*_Bxx.tif|jp2`` files (L2A digital numbers, 0 = no data, divided by 10000 as read:
     ``BOA_ADD_OFFSET`` is not applied, so both dates should share a processing baseline) in one projected
-    (UTM) CRS, B02, B03 and B04 at least; ``bands`` picks a subset. The chain is :func:`detect_pair`'s: the
-    spatial model (:func:`pipeline.scan.learned.scan_pair_files_unet`) where it is the best learned chain for
-    the bands both folders have, else the CVA chain (:func:`pipeline.scan.pair_files.scan_pair_files`, which
+    (UTM) CRS, B02, B03 and B04 at least; ``bands`` picks a subset. The chain: the spatial model of the
+    richest band set both folders cover (:func:`pipeline.scan.learned.scan_pair_files_unet`; the pixel
+    classifier needs the whole scene in memory, so it never runs here), else, or with
+    ``detect.pair_method: cva``, the CVA chain (:func:`pipeline.scan.pair_files.scan_pair_files`, which
     needs B08 too, with its default :class:`~pipeline.scan.pair_files.BlockPlan`).
     Returns the ranked flags in EPSG:4326 (``site_id`` :data:`COMPARE_SITE_ID`).
     """
@@ -160,9 +183,9 @@ def compare_band_folders(
     dates = tuple(scene_date(p) or "NaT" for p in (before, after))
     ids = (Path(before).name, Path(after).name)
     common = [b for b in files_b if b in files_a]
-    chain = None if settings.detect.pair_method is PairMethod.CVA else best_learned_chain(common)
-    if chain is not None and chain[0] == "unet":
-        return scan_pair_files_unet(files_b, files_a, settings, chain[1], dates=(dates[0], dates[1]),
+    band_set = None if settings.detect.pair_method is PairMethod.CVA else choose_unet_band_set(common)
+    if band_set is not None:
+        return scan_pair_files_unet(files_b, files_a, settings, band_set, dates=(dates[0], dates[1]),
                                     scene_ids=ids, site_id=COMPARE_SITE_ID, progress=progress)
     return scan_pair_files(files_b, files_a, settings, dates=(dates[0], dates[1]), scene_ids=ids,
                            site_id=COMPARE_SITE_ID, progress=progress)

@@ -148,28 +148,58 @@ def test_block_plan_rejects_bad_values() -> None:
     assert BlockPlan().tile_px == 1024 and BlockPlan(threads=1).threads == 1
 
 
-def test_compare_blockwise_reaches_the_block_scan(pair: tuple, tmp_path: Path, monkeypatch) -> None:
-    """``compoundwatch compare --blockwise BEFORE/ AFTER/`` is scan_pair_files on the folders' band files."""
+def test_compare_blockwise_reaches_the_block_scans(pair: tuple, tmp_path: Path, monkeypatch) -> None:
+    """``compoundwatch compare --blockwise BEFORE/ AFTER/`` on 6-band folders is the spatial model's block
+    scan (the RGB model: the only one these bands fit); with ``detect.pair_method: cva`` it is
+    scan_pair_files. Folders above the in-memory limit take the block scan without ``--blockwise``."""
     from typer.testing import CliRunner
 
+    import pipeline.compare
     from pipeline.cli import app
+    from pipeline.scan.learned import scan_pair_files_unet
 
     before, after = pair
     monkeypatch.chdir(tmp_path)  # no params.yaml here: the built-in defaults, as Settings()
+    folders = [str(before["B02"].parent), str(after["B02"].parent)]
     out = tmp_path / "flags.geojson"
-    res = CliRunner().invoke(app, ["compare", str(before["B02"].parent), str(after["B02"].parent), "--out",
-                                   str(out), "--blockwise"])
+    res = CliRunner().invoke(app, ["compare", *folders, "--out", str(out), "--blockwise"])
     assert res.exit_code == 0, res.output
-    direct = scan_pair_files(before, after, Settings(), site_id="compare")
+    direct = scan_pair_files_unet(before, after, Settings(), "rgb", site_id="compare")
     got = gpd.read_file(out)
-    assert len(got) == len(direct) == 2
+    assert len(got) == len(direct) >= 2
     assert list(got["flag_id"]) == list(direct["flag_id"])
     assert list(got["area_m2"]) == list(direct["area_m2"])
-    assert res.output.startswith("2 flag(s)")
-    res = CliRunner().invoke(app, ["compare", str(before["B02"].parent), str(after["B02"].parent), "--out",
-                                   str(out), "--blockwise", "--change-raster", str(tmp_path / "c.tif")])
+    assert set(got["method"]) == {"pair-unet-rgb"}
+    assert f"{len(direct)} flag(s)" in res.output
+
+    (tmp_path / "cva.yaml").write_text("detect:\n  pair_method: cva\n")
+    res = CliRunner().invoke(app, ["compare", *folders, "--out", str(out), "--blockwise",
+                                   "--params", str(tmp_path / "cva.yaml")])
+    assert res.exit_code == 0, res.output
+    cva = scan_pair_files(before, after, Settings(), site_id="compare")
+    got = gpd.read_file(out)
+    assert len(got) == len(cva) == 2
+    assert list(got["flag_id"]) == list(cva["flag_id"])
+
+    res = CliRunner().invoke(app, ["compare", *folders, "--out", str(out), "--blockwise",
+                                   "--change-raster", str(tmp_path / "c.tif")])
     assert res.exit_code == 1
     assert "--change-raster is not written with --blockwise" in res.output
+
+    assert pipeline.compare.too_large_for_memory(*folders) is None  # 192 x 192 px: held in memory
+    monkeypatch.setattr(pipeline.compare, "IN_MEMORY_MAX_PX", 10_000)
+    assert pipeline.compare.too_large_for_memory(*folders) == N * N
+    assert pipeline.compare.too_large_for_memory(before["B02"], after["B02"]) is None  # files: not folders
+    out.unlink()
+    res = CliRunner().invoke(app, ["compare", *folders, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "0.0 Mpx: more than compare holds in memory (0 Mpx); screening the band folders block by block" \
+        in res.output
+    assert list(gpd.read_file(out)["flag_id"]) == list(direct["flag_id"])
+    res = CliRunner().invoke(app, ["compare", *folders, "--out", str(out), "--change-raster",
+                                   str(tmp_path / "c.tif")])
+    assert res.exit_code == 1 and "writes no change raster; drop --change-raster" in res.output
+    assert not (tmp_path / "c.tif").exists()
 
 
 def test_geographic_files_are_refused(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from pipeline.cli._common import check_out_path, console
+from pipeline.cli._common import check_out_path, console, progress_bars
 from pipeline.config import DEFAULT_PARAMS, FlagSettings, Settings, load_settings
 from pipeline.errors import ConfigError, SceneMismatchError
 
@@ -35,10 +35,10 @@ _HELP = (
     "AFTER is reprojected onto BEFORE's finest grid, so `--change-raster` (uint8 COG: 1 change, "
     "0 no change, 255 no data) lines up with BEFORE. Flags are written as RFC 7946 GeoJSON (WGS84), ranked "
     "by confidence.\n\n"
-    "**Whole granules** (`--blockwise`): two folders of band files in one UTM CRS (B02, B03, B04 at "
-    "least) are screened block by block with the spatial model (or CVA + Otsu with "
-    "`detect.pair_method: cva`), memory flat with the area (no `--change-raster`; BOA_ADD_OFFSET is not "
-    "applied).\n\n"
+    "**Whole granules** (`--blockwise`, taken by itself for band folders above 25 Mpx): two folders of "
+    "band files in one UTM CRS (B02, B03, B04 at least) are screened block by block with the spatial model "
+    "of their richest band set (or CVA + Otsu with `detect.pair_method: cva`), memory flat with the area "
+    "(no `--change-raster`; BOA_ADD_OFFSET is not applied).\n\n"
     "Example: compoundwatch compare imgs_1/ imgs_2/ --out flags.geojson --change-raster change.tif"
 )
 
@@ -106,7 +106,7 @@ def compare(
     blockwise: _Blockwise = False,
 ) -> None:
     """Run ``compoundwatch compare`` (the ``--help`` text is :data:`_HELP`, set as this docstring below)."""
-    from pipeline.compare import compare_band_folders, compare_scenes
+    from pipeline.compare import IN_MEMORY_MAX_PX, compare_band_folders, compare_scenes, too_large_for_memory
     from pipeline.detect.pair import CVA_MIN_BANDS
     from pipeline.fetch.scenes import check_pair, read_scene, scene_date, write_change_raster
     from pipeline.flag import to_wgs84
@@ -118,6 +118,17 @@ def compare(
     if change_raster is not None:
         check_out_path(change_raster, "--change-raster", [("BEFORE", before), ("AFTER", after), ("--out", out)])
     where = f"[cyan]{escape(str(out))}[/]"
+    large = None if blockwise else too_large_for_memory(before, after)
+    if large is not None:
+        if change_raster is not None:
+            raise ConfigError(
+                f"the scenes are {large / 1e6:.1f} Mpx, more than compare holds in memory "
+                f"({IN_MEMORY_MAX_PX / 1e6:.0f} Mpx), so they are screened block by block, which writes no "
+                "change raster; drop --change-raster or crop the scenes"
+            )
+        console.print(f"{large / 1e6:.1f} Mpx: more than compare holds in memory ({IN_MEMORY_MAX_PX / 1e6:.0f} Mpx); "
+                      "screening the band folders block by block (as --blockwise)", soft_wrap=True)
+        blockwise = True
     if blockwise:
         if change_raster is not None:
             raise ConfigError("--change-raster is not written with --blockwise (the scan keeps no full-size raster); "
@@ -126,7 +137,13 @@ def compare(
         if d_b and d_a and d_b > d_a:
             raise SceneMismatchError(f"BEFORE ({before}, {d_b}) is later than AFTER ({after}, {d_a}); swap them: "
                                      "compoundwatch compare EARLIER LATER")
-        flags = compare_band_folders(before, after, settings, names)
+        with progress_bars("block") as bars:
+            task = bars.add_task("blocks", total=None, block="")
+
+            def report(done: int, total: int) -> None:
+                bars.update(task, completed=done, total=total, block=f"{done}/{total}")
+
+            flags = compare_band_folders(before, after, settings, names, progress=report)
         write_geojson(flags, out)
         extra = ""
     else:

@@ -51,6 +51,7 @@ __all__ = [
     "read_scene",
     "band_files",
     "scene_date",
+    "scene_pixels",
     "align",
     "pixel_size_m",
     "write_change_raster",
@@ -412,6 +413,18 @@ def scene_date(path: str | Path) -> str | None:
     else:
         files = [path]
     return _scene_date(files, path)
+
+
+def scene_pixels(path: str | Path) -> int:
+    """Pixels of a scene's finest grid (width × height of a file, or of a folder's largest band file),
+    read from the file headers only. Raises as :func:`read_scene` for what is not a scene."""
+    path = Path(path)
+    files = list(band_files(path, required=()).values()) if path.is_dir() else [path]
+    size = 0
+    for f in files:
+        with _open(f) as src:
+            size = max(size, int(src.width) * int(src.height))
+    return size
 
 
 def align(after: xr.DataArray, before: xr.DataArray) -> xr.DataArray:
