@@ -133,8 +133,8 @@ def write_stac(
     out_dir = Path(out_dir)
     stac_dir = out_dir / STAC_DIR
     # the catalog is built in a hidden sibling folder (same depth: relative hrefs stay right; no dot-suffix,
-    # which pystac would take for a file name) and swapped in
-    # by renames, so a killed run leaves the previous catalog or the new one, never half of one
+    # which pystac would take for a file name) and swapped in by renames, so a killed run leaves the previous
+    # catalog or the new one, never half of one
     build = out_dir / f".{STAC_DIR}-building"
     for stale in (build, out_dir / f".{STAC_DIR}-old"):
         if stale.exists():
