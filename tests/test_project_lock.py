@@ -1,0 +1,85 @@
+"""``compoundwatch run``'s guards (pipeline.cli._project) and its ``--params`` install, without running DVC."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from small_project import SMALL_SITES, small_params, write_sites
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.cli import demo as demo_cli
+from pipeline.cli._project import ProjectBusyError, clear_stale_dvc_locks, pid_alive, project_lock
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # reaped: the pid no longer exists
+    return proc.pid
+
+
+def test_pid_alive() -> None:
+    assert pid_alive(os.getpid())
+    assert not pid_alive(_dead_pid()) and not pid_alive(0) and not pid_alive(-5)
+
+
+def test_stale_entries_are_cleared_live_ones_kept(tmp_path: Path) -> None:
+    dead, live = _dead_pid(), os.getpid()
+    rwlock = tmp_path / ".dvc" / "tmp" / "rwlock"
+    rwlock.parent.mkdir(parents=True)
+    doc = {"write": {"data/detect/a.zarr": {"pid": dead, "cmd": "dvc repro"},
+                     "data/detect/b.zarr": {"pid": live, "cmd": "dvc repro"}},
+           "read": {"data/tiles/a.zarr": [{"pid": dead, "cmd": "dvc repro"}, {"pid": live, "cmd": "dvc repro"}],
+                    "params.yaml": [{"pid": dead, "cmd": "dvc repro"}]}}
+    rwlock.write_text(json.dumps(doc))
+    note = clear_stale_dvc_locks(tmp_path)
+    assert note is not None and f"dead process(es) {dead} " in note
+    assert json.loads(rwlock.read_text()) == {
+        "write": {"data/detect/b.zarr": {"pid": live, "cmd": "dvc repro"}},
+        "read": {"data/tiles/a.zarr": [{"pid": live, "cmd": "dvc repro"}]}}
+    assert clear_stale_dvc_locks(tmp_path) is None  # nothing left to clear: no note
+    rwlock.write_text('{"write": {"data/x": {"pid"')  # cut short by a kill
+    assert "unreadable" in (clear_stale_dvc_locks(tmp_path) or "")
+    assert json.loads(rwlock.read_text()) == {}
+    assert clear_stale_dvc_locks(tmp_path / "elsewhere") is None
+
+
+def test_project_lock_is_exclusive_and_released(tmp_path: Path) -> None:
+    with project_lock(tmp_path):
+        with pytest.raises(ProjectBusyError, match=r"another compoundwatch run \(pid \d+\)"), project_lock(tmp_path):
+            pass
+    with project_lock(tmp_path):  # released: a new run gets it
+        pass
+
+
+def test_run_params_installs_atomically_and_keeps_a_backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    proj = tmp_path / "proj"
+    (proj / ".dvc").mkdir(parents=True)
+    (proj / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    write_sites(proj / "configs" / "sites.geojson")
+    params = small_params(REPO / "params.yaml", "configs/sites.geojson", [s[0] for s in SMALL_SITES])
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    old = (proj / "params.yaml").read_bytes()
+    params["detect"]["min_score"] = 5.5
+    new = tmp_path / "elsewhere" / "tuned.yaml"
+    new.parent.mkdir()
+    new.write_text("# tuned\n" + yaml.safe_dump(params, sort_keys=False))
+    ran: list[Path] = []
+    monkeypatch.setattr(demo_cli, "repro", lambda project, **kw: ran.append(project) or [])
+    monkeypatch.setattr(demo_cli, "_report", lambda project: None)
+    res = CliRunner().invoke(app, ["run", "-C", str(proj), "--params", str(new)])
+    assert res.exit_code == 0, res.output
+    assert ran == [proj]
+    assert (proj / "params.yaml").read_bytes() == new.read_bytes()  # installed as given, comments and all
+    assert (proj / "params.yaml.bak").read_bytes() == old
+    assert new.read_bytes().startswith(b"# tuned\n")  # the user's file is only read
+    assert sorted(p.name for p in proj.iterdir()) == [".dvc", "configs", "dvc.yaml", "params.yaml",
+                                                      "params.yaml.bak"]
