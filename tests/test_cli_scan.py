@@ -64,3 +64,20 @@ def test_scan_without_a_terminal_logs_one_line_per_tile(tmp_path: Path, monkeypa
     assert re.match(stamp + r"site test-area: merging flags across tile seams$", lines[3]), lines
     assert re.match(r"^\d+ candidate\(s\), [\d,]+ m² → ", lines[4]) and len(lines) == 5
     assert json.loads(out.read_text())["type"] == "FeatureCollection"
+
+
+def test_progress_without_a_terminal_prints_a_line_per_step(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command's progress bars (evaluate oscd's cities, compare's blocks) become plain lines in a log."""
+    from pipeline.cli._common import progress_bars
+
+    with progress_bars("city") as bars:
+        task = bars.add_task("LOCO folds", total=3, city="")
+        bars.update(task, advance=0, city="paris …")  # the first step starts: one line says so
+        bars.update(task, advance=0, city="paris …")  # nothing moved: no line
+        bars.update(task, advance=1, city="paris")
+        bars.advance(task)
+    lines = capsys.readouterr().out.splitlines()
+    stamp = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d \[ *\d+\.\d s\] LOCO folds "
+    assert len(lines) == 3, lines
+    assert re.match(stamp + r"0/3 paris …$", lines[0]) and re.match(stamp + r"1/3 paris$", lines[1])
+    assert re.match(stamp + r"2/3 paris$", lines[2])

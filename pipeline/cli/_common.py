@@ -42,6 +42,8 @@ __all__ = [
     "site_progress",
     "DVC_FILE",
     "check_out_path",
+    "LogProgress",
+    "LineBar",
 ]
 
 #: stdout / stderr consoles (they look up sys.stdout / sys.stderr when printing, so test runners see them).
@@ -173,9 +175,47 @@ class SiteBar:
         self._progress.update(self._task, advance=1, site=site_id)
 
 
+class LogProgress(Progress):
+    """A :class:`rich.progress.Progress` for output that is not a terminal (cron, CI, a log file): it draws no
+    bar, and prints one plain timestamped line each time a task's count moves (``description done/total
+    field``), so long work says what it does as it goes."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(console=console, disable=True)
+        self._field = field
+        self._shown: dict[TaskID, float] = {}
+        self._t0 = time.monotonic()
+
+    def _log(self, task_id: TaskID) -> None:
+        with self._lock:
+            task = self._tasks[task_id]
+        if self._shown.get(task_id) == task.completed:
+            return
+        self._shown[task_id] = task.completed
+        total = f"/{task.total:g}" if task.total is not None else ""
+        extra = task.fields.get(self._field, "")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        console.print(f"{stamp} [{time.monotonic() - self._t0:7.1f} s] {task.description} {task.completed:g}{total}"
+                      f"{' ' + str(extra) if extra else ''}", markup=False, highlight=False, soft_wrap=True)
+
+    def update(self, task_id: TaskID, *, total: float | None = None, completed: float | None = None,
+               advance: float | None = None, description: str | None = None, visible: bool | None = None,
+               refresh: bool = False, **fields: Any) -> None:
+        super().update(task_id, total=total, completed=completed, advance=advance, description=description,
+                       visible=visible, refresh=refresh, **fields)
+        self._log(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._log(task_id)
+
+
 def progress_bars(field: str, label_width: int = 0) -> Progress:
     """The commands' rich progress display: spinner, task description (padded to ``label_width``), bar,
-    done/total, elapsed time and the task's ``field`` (e.g. the site or city at work)."""
+    done/total, elapsed time and the task's ``field`` (e.g. the site or city at work). Without a terminal:
+    :class:`LogProgress` (one plain line per step)."""
+    if not console.is_terminal:
+        return LogProgress(field)
     label = f"[bold]{{task.description:<{label_width}}}" if label_width else "[bold]{task.description}"
     return Progress(SpinnerColumn(), TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn(f"{{task.fields[{field}]}}"), console=console, transient=False)
