@@ -764,7 +764,8 @@ def test_table_lists_every_case() -> None:
 
 
 # ------------------------------------------------------------------------- cases that need a real process
-def _cli(args: list[str], cwd: Path, fsize: int | None = None) -> subprocess.CompletedProcess[str]:
+def _cli(args: list[str], cwd: Path, fsize: int | None = None, secrets: bool = False
+         ) -> subprocess.CompletedProcess[str]:
     """``compoundwatch ARGS`` in a child process, optionally with a file-size limit of ``fsize`` bytes (a
     full disk for the writes: EFBIG instead of ENOSPC, same OSError path)."""
     import resource
@@ -775,7 +776,7 @@ def _cli(args: list[str], cwd: Path, fsize: int | None = None) -> subprocess.Com
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() fails with EFBIG instead of killing us
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SH_")}
+    env = {k: v for k, v in os.environ.items() if secrets or not k.startswith("SH_")}
     exe = Path(sys.executable).parent / "compoundwatch"
     return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=120, preexec_fn=limit)
@@ -838,3 +839,15 @@ def test_real_process_stderr_is_one_line(case_id: str, env: Env) -> None:
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and re.search(expect, lines[0]), proc.stderr
+
+
+def test_real_process_storm_logs_each_retry_then_one_error(env: Env) -> None:
+    """Through a real process, a 429 storm says what it does while it waits (one line per retry, as it
+    happens: long work is never silent) and ends with the one error line."""
+    sentinelhub(env, fail_always={"token": None, "catalog": None, "process": 429})
+    proc = _cli(FETCH_SH, env.proj, secrets=True)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr
+    assert [re.sub(r"127\.0\.0\.1:\d+", "HOST", x) for x in lines[:-1]] == [
+        f"Sentinel Hub Process API: HTTP 429 on http://HOST/api/v1/process, retry {i}/2 in 0.00s" for i in (1, 2)]
+    assert re.search(CASES["fetch-429-storm"][1], lines[-1]) and lines[-1].startswith("error: ")

@@ -95,6 +95,8 @@ def _root(
         # --debug shows them all; the package's own warnings always show.
         warnings.filterwarnings("ignore")
         warnings.filterwarnings("default", module=r"pipeline(\.|$)")
+        for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):  # for developers
+            warnings.filterwarnings("ignore", category=category)
 
 
 _demo.register(app)

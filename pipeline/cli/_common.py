@@ -47,7 +47,8 @@ __all__ = [
 ]
 
 #: stdout / stderr consoles (they look up sys.stdout / sys.stderr when printing, so test runners see them).
-console = Console(highlight=False)
+#: Long lines are not broken (soft wrap): a log line stays one line; tables still fit the width.
+console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DVC_FILE = "dvc.yaml"
