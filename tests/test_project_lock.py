@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,17 +32,29 @@ def test_pid_alive() -> None:
     assert not pid_alive(_dead_pid()) and not pid_alive(0) and not pid_alive(-5)
 
 
-def test_stale_entries_are_cleared_live_ones_kept(tmp_path: Path) -> None:
-    dead, live = _dead_pid(), os.getpid()
+@pytest.fixture
+def live_dvc() -> Iterator[int]:
+    """A live process whose command line mentions dvc, as a running ``dvc repro`` would (ended after the test)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", "dvc", "repro"],
+                            stdin=subprocess.PIPE)
+    yield proc.pid
+    assert proc.stdin is not None
+    proc.stdin.close()
+    proc.wait(timeout=30)
+
+
+def test_stale_entries_are_cleared_live_ones_kept(tmp_path: Path, live_dvc: int) -> None:
+    dead, live, reused = _dead_pid(), live_dvc, os.getpid()  # reused: alive, but not a dvc process
     rwlock = tmp_path / ".dvc" / "tmp" / "rwlock"
     rwlock.parent.mkdir(parents=True)
     doc = {"write": {"data/detect/a.zarr": {"pid": dead, "cmd": "dvc repro"},
-                     "data/detect/b.zarr": {"pid": live, "cmd": "dvc repro"}},
+                     "data/detect/b.zarr": {"pid": live, "cmd": "dvc repro"},
+                     "data/detect/c.zarr": {"pid": reused, "cmd": "dvc repro"}},
            "read": {"data/tiles/a.zarr": [{"pid": dead, "cmd": "dvc repro"}, {"pid": live, "cmd": "dvc repro"}],
                     "params.yaml": [{"pid": dead, "cmd": "dvc repro"}]}}
     rwlock.write_text(json.dumps(doc))
     note = clear_stale_dvc_locks(tmp_path)
-    assert note is not None and f"dead process(es) {dead} " in note
+    assert note is not None and f"dead process(es) {', '.join(map(str, sorted({dead, reused})))} " in note
     assert json.loads(rwlock.read_text()) == {
         "write": {"data/detect/b.zarr": {"pid": live, "cmd": "dvc repro"}},
         "read": {"data/tiles/a.zarr": [{"pid": live, "cmd": "dvc repro"}]}}

@@ -4,8 +4,9 @@
   second ``compoundwatch run`` on the same project stops at once with one line naming the first one's pid
   instead of racing it (the kernel drops the lock when its holder dies, even on SIGKILL: it never goes stale).
 * :func:`clear_stale_dvc_locks`: DVC records the stages it runs in ``.dvc/tmp/rwlock`` (JSON: pid and
-  command per locked path). A run killed with SIGKILL leaves its entries behind; when the pid is dead (or a
-  zombie) the entry is removed with one log line, so the rerun completes without hand repair.
+  command per locked path). A run killed with SIGKILL leaves its entries behind; when the pid is dead, a
+  zombie, or now another program (pid reuse), the entry is removed with one log line, so the rerun completes
+  without hand repair.
 """
 
 from __future__ import annotations
@@ -46,6 +47,18 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True  # no /proc (macOS): trust kill()
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _holds_dvc(pid: int) -> bool:
+    """Whether live process ``pid`` can be the DVC run that wrote a lock entry: its command line mentions dvc
+    (a pid reused by another program after the kill, common in containers, cannot hold DVC's lock)."""
+    if not pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return True  # cannot tell (no /proc, another user): assume it does
+    return "dvc" in cmdline.lower()
 
 
 @contextmanager
@@ -97,13 +110,13 @@ def clear_stale_dvc_locks(project: Path) -> str | None:
     kept_write = {}
     for locked, info in write.items():
         pid = int(info.get("pid", 0)) if isinstance(info, dict) else 0
-        if pid_alive(pid):
+        if _holds_dvc(pid):
             kept_write[locked] = info
         else:
             dead.add(pid)
     kept_read = {}
     for locked, infos in read.items():
-        live = [i for i in infos if isinstance(i, dict) and pid_alive(int(i.get("pid", 0)))]
+        live = [i for i in infos if isinstance(i, dict) and _holds_dvc(int(i.get("pid", 0)))]
         dead.update(int(i.get("pid", 0)) for i in infos if isinstance(i, dict) and i not in live)
         if live:
             kept_read[locked] = live
