@@ -81,3 +81,29 @@ def test_progress_without_a_terminal_prints_a_line_per_step(capsys: pytest.Captu
     assert len(lines) == 3, lines
     assert re.match(stamp + r"0/3 paris …$", lines[0]) and re.match(stamp + r"1/3 paris$", lines[1])
     assert re.match(stamp + r"2/3 paris$", lines[2])
+
+
+def test_huge_aoi_starts_with_yes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--yes starts the scan (the tile work itself is stubbed here) after printing the same estimate."""
+    import geopandas as gpd
+
+    import pipeline.scan.aoi as scan_aoi
+    from pipeline.scan.seams import SCAN_COLUMNS
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    aoi = tmp_path / "xj.geojson"
+    aoi.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"site_id": "xinjiang"}, "geometry": mapping(XINJIANG)}]}))
+    started: list[Path] = []
+
+    def fake_scan(aoi_path: Path, *args: object, **kw: object) -> gpd.GeoDataFrame:
+        started.append(aoi_path)
+        return gpd.GeoDataFrame({c: [] for c in SCAN_COLUMNS if c != "geometry"}, geometry=[], crs=4326)
+
+    monkeypatch.setattr(scan_aoi, "scan", fake_scan)
+    res = CliRunner().invoke(app, ["scan", str(aoi), "--yes", "--out", str(tmp_path / "xj-flags.geojson")])
+    assert res.exit_code == 0, res.output
+    assert started == [aoi]
+    assert re.match(r"scan: the AOI covers about 3,\d{3},\d{3} km² and spans 5 UTM zones", res.stderr)
+    assert json.loads((tmp_path / "xj-flags.geojson").read_text())["features"] == []
