@@ -68,10 +68,12 @@ def test_stage_deps_name_every_module_the_stageruns(name: str) -> None:
 def test_deps_point_at_files_that_exist() -> None:
     for name, stage in _stages().items():
         body = stage.get("do", stage)
+        items = stage.get("foreach") if isinstance(stage.get("foreach"), list) else [None]
         for dep in body.get("deps", []):
-            dep = str(dep)
-            if dep.startswith("pipeline/"):
-                assert (REPO / dep).exists(), f"dvc.yaml stage {name}: dep {dep} does not exist"
+            for item in items:  # a literal foreach list: every item's dep must exist
+                path = str(dep) if item is None else str(dep).replace("${item}", str(item))
+                if path.startswith("pipeline/"):
+                    assert (REPO / path).exists(), f"dvc.yaml stage {name}: dep {path} does not exist"
 
 
 def test_the_walk_follows_imports_inside_functions() -> None:

@@ -165,6 +165,9 @@ def test_document_and_plot(tmp_path: Path, learned: ev.ChainResult,
         assert chain["object_recall"] == (found / true if true else 1.0)
     # the shipped spatial model's grouped cross-validation, read from its sidecar
     assert doc["spatial"]["rgb"]["source"] == "grouped-cv" and len(doc["spatial"]["rgb"]["per_city"]) == 10
+    ens = doc["spatial"]["ensemble-s2-13"]  # and the shipped ensemble's, with its members alone beside it
+    assert ens["members"] == {"unet": "s2-13", "lgbm": "s2-13"} and len(ens["per_city"]) == 10
+    assert ens["micro_f1"] > max(ens["members_alone_micro_f1"].values())
     only_cva = ev.build_document(base, None, "s2-13")
     assert only_cva["method"] == "cva-otsu" and only_cva["per_city"] == only_cva["baseline"]["per_city"]
     assert only_cva["ratio_micro_f1_vs_baseline"] == 1.0 and "learned" not in only_cva

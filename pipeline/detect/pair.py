@@ -2,11 +2,14 @@
 
 :func:`detect_pair` is the entry point and always uses the best chain the project has for the scenes'
 bands (``settings.pair_method`` forces the CVA chain or a learned one): of the learned chains that fit the
-bands, the one with the higher strict cross-validated micro-F1 over the labelled OSCD cities
+bands, the one with the highest strict cross-validated micro-F1 over the labelled OSCD cities
 (:func:`best_learned_chain`, read from the models' sidecars):
 
 * the spatial model (:mod:`pipeline.detect.unet`: a small Siamese U-Net that sees texture and structure,
-  each date normalised on its own; true-colour pairs at any pixel size), or
+  each date normalised on its own; true-colour pairs at any pixel size),
+* the ensemble (:mod:`pipeline.detect.ensemble`: the spatial model's and the pixel classifier's
+  probabilities averaged with a cross-validated weight and one global threshold, united with the extreme
+  CVA changes as below), or
 * the pixel classifier (:mod:`pipeline.detect.learned`: co-registration, radiometric normalisation,
   gradient-boosted trees on per-pixel features; Sentinel-2 band sets with B08). It is an ensemble: pixels
   whose CVA change is extreme (robust z ≥ :data:`STRONG_Z`) are added, because the classifier, trained on
@@ -52,8 +55,9 @@ def detect_pair(
 
     Same parameters and result as :func:`detect_pair_cva`; with a learned chain ``score`` is a change
     probability (0-1), ``threshold`` a probability and ``method`` ``pair-unet-<band set>`` (the spatial
-    model, :mod:`pipeline.detect.unet`) or ``pair-lgbm-<band set>+cva`` (the pixel classifier). Where both
-    fit the bands, the one with the higher strict cross-validated micro-F1 over the OSCD cities runs
+    model, :mod:`pipeline.detect.unet`), ``pair-ensemble-<band set>+cva`` (:mod:`pipeline.detect.ensemble`)
+    or ``pair-lgbm-<band set>+cva`` (the pixel classifier). Where several fit the bands, the one with the
+    highest strict cross-validated micro-F1 over the OSCD cities runs
     (:func:`best_learned_chain`). ``pixel_m``: the grid's pixel size in metres, for the spatial model's
     resampling to its 10 m (None: 10 m).
     """
@@ -64,17 +68,15 @@ def detect_pair(
             from pipeline.detect.unet import detect_pair_unet
 
             return detect_pair_unet(before, after, chain[1], pixel_m=pixel_m)
+        if chain is not None and chain[0] == "ensemble":
+            from pipeline.detect.ensemble import detect_pair_ensemble
+
+            return _with_strong_cva(detect_pair_ensemble(before, after, chain[1], pixel_m=pixel_m),
+                                    before, after, settings)
         if chain is not None:
             from pipeline.detect.learned import LearnedDetector  # lightgbm is imported only when used
 
-            det = LearnedDetector().detect(before, after, settings)
-            cva = detect_pair_cva(before, after, settings)
-            strong = cva["change"] & (cva["score"] >= STRONG_Z)
-            det["change"] = det["change"] | strong
-            det["confidence"] = xr.where(strong, np.maximum(det["confidence"], cva["confidence"]),
-                                         det["confidence"]).astype("float32")
-            det.attrs["method"] += "+cva"
-            return det
+            return _with_strong_cva(LearnedDetector().detect(before, after, settings), before, after, settings)
         if settings.pair_method is PairMethod.LEARNED:
             raise BandError(
                 f"detect.pair_method is 'learned' but no shipped model fits bands {common}; "
@@ -84,9 +86,24 @@ def detect_pair(
     return detect_pair_cva(before, after, settings)
 
 
+def _with_strong_cva(
+    det: xr.Dataset, before: xr.DataArray, after: xr.DataArray, settings: DetectSettings
+) -> xr.Dataset:
+    """``det`` united with the extreme CVA changes (robust z ≥ :data:`STRONG_Z`), their confidence kept."""
+    cva = detect_pair_cva(before, after, settings)
+    strong = cva["change"] & (cva["score"] >= STRONG_Z)
+    det["change"] = det["change"] | strong
+    det["confidence"] = xr.where(strong, np.maximum(det["confidence"], cva["confidence"]),
+                                 det["confidence"]).astype("float32")
+    det.attrs["method"] += "+cva"
+    return det
+
+
 def best_learned_chain(bands: list[str]) -> tuple[str, str] | None:
-    """``("unet" | "lgbm", band set)`` of the learned chain for ``bands`` with the higher strict
+    """``("unet" | "lgbm" | "ensemble", band set)`` of the learned chain for ``bands`` with the highest strict
     cross-validated OSCD micro-F1 (sidecars' ``cv.micro_f1`` / ``loco_strict.micro_f1``), or None."""
+    from pipeline.detect.ensemble import choose_band_set as choose_ensemble
+    from pipeline.detect.ensemble import load_ensemble_meta
     from pipeline.detect.features import choose_band_set
     from pipeline.detect.learned import available_band_sets, load_model_meta
     from pipeline.detect.unet import choose_band_set as choose_unet
@@ -105,6 +122,9 @@ def best_learned_chain(bands: list[str]) -> tuple[str, str] | None:
         meta = load_model_meta(lgbm_set)  # the sidecar only: no LightGBM import, no booster parsed
         options.append((float((meta.get("loco_strict") or meta.get("loco") or {}).get("micro_f1", 0.0)),
                         "lgbm", lgbm_set))
+    ens_set = choose_ensemble(bands)
+    if ens_set is not None:
+        options.append((float(load_ensemble_meta(ens_set)["cv"]["micro_f1"]), "ensemble", ens_set))
     if not options:
         return None
     _, kind, band_set = max(options)

@@ -35,7 +35,7 @@ from pipeline.errors import BandError, DetectionError
 
 __all__ = [
     "UnetModel", "load_unet", "load_unet_meta", "unet_band_sets", "unet_probability", "block_windows",
-    "resample_factor", "to_model_grid", "from_model_grid", "detect_pair_unet", "choose_band_set",
+    "resample_factor", "to_model_grid", "from_model_grid", "pair_probability", "detect_pair_unet", "choose_band_set",
     "MODEL_PACKAGE", "MODEL_PIXEL_M", "DEFAULT_BLOCK", "DEFAULT_HALO",
 ]
 
@@ -211,6 +211,33 @@ def choose_band_set(bands: list[str], model_dir: str | Path | None = None) -> st
     return choose_unet_band_set(bands, unet_band_sets(model_dir))
 
 
+def pair_probability(
+    before: xr.DataArray, after: xr.DataArray, band_set: str, *, pixel_m: float | None = None,
+    model_dir: str | Path | None = None,
+) -> tuple[np.ndarray, np.ndarray, UnetModel]:
+    """The spatial model's change probability ``(y, x)`` (float32 0-1, 0 where not valid) of a pair on one
+    grid of ``pixel_m`` metres (resampled to the model's 10 m and back), the valid mask and the model.
+    Parameters as :func:`detect_pair_unet`."""
+    if before.shape[1:] != after.shape[1:]:
+        raise DetectionError(
+            f"BEFORE grid {before.shape[1:]} and AFTER grid {after.shape[1:]} differ; align AFTER first"
+        )
+    model = load_unet(band_set, model_dir)
+    use = list(model.bands)
+    b = before.sel(band=use).values.astype(np.float32)
+    a = after.sel(band=use).values.astype(np.float32)
+    valid = np.isfinite(b).all(0) & np.isfinite(a).all(0)
+    if valid.sum() < 100:
+        raise DetectionError("fewer than 100 pixels have data in both scenes; do BEFORE and AFTER overlap?")
+    factor = resample_factor(pixel_m)
+    if factor == 1.0:
+        prob = unet_probability(model, b, a, valid)
+    else:
+        bm, am = to_model_grid(b, factor), to_model_grid(a, factor)
+        prob = from_model_grid(unet_probability(model, bm, am), valid.shape)
+    return np.where(valid, prob, 0.0).astype(np.float32), valid, model
+
+
 def detect_pair_unet(
     before: xr.DataArray, after: xr.DataArray, band_set: str, *, pixel_m: float | None = None,
     model_dir: str | Path | None = None,
@@ -237,24 +264,7 @@ def detect_pair_unet(
         (0-1, 0 where no change) on ``before``'s grid; attrs ``threshold`` (probability, from grouped
         cross-validation over cities), ``method`` (``pair-unet-<band set>``), ``band_set``, ``pixel_m``.
     """
-    if before.shape[1:] != after.shape[1:]:
-        raise DetectionError(
-            f"BEFORE grid {before.shape[1:]} and AFTER grid {after.shape[1:]} differ; align AFTER first"
-        )
-    model = load_unet(band_set, model_dir)
-    use = list(model.bands)
-    b = before.sel(band=use).values.astype(np.float32)
-    a = after.sel(band=use).values.astype(np.float32)
-    valid = np.isfinite(b).all(0) & np.isfinite(a).all(0)
-    if valid.sum() < 100:
-        raise DetectionError("fewer than 100 pixels have data in both scenes; do BEFORE and AFTER overlap?")
-    factor = resample_factor(pixel_m)
-    if factor == 1.0:
-        prob = unet_probability(model, b, a, valid)
-    else:
-        bm, am = to_model_grid(b, factor), to_model_grid(a, factor)
-        prob = from_model_grid(unet_probability(model, bm, am), valid.shape)
-    prob = np.where(valid, prob, 0.0).astype(np.float32)
+    prob, valid, model = pair_probability(before, after, band_set, pixel_m=pixel_m, model_dir=model_dir)
     thr = model.threshold
     change = (prob >= thr) & valid
     dims = ("y", "x")

@@ -351,16 +351,28 @@ def spatial_models() -> dict[str, Any]:
     """The shipped spatial models' grouped cross-validation over the same cities (from their sidecars, made
     by the frozen ``train_unet`` stage: retraining needs torch, which this command never does): per band
     set ``micro_f1`` (strict: nested thresholds), ``macro_f1``, ``object_recall``/``object_precision`` and
-    per-city F1."""
+    per-city F1. The ensembles (frozen ``select_ensemble`` stage, :mod:`pipeline.detect.ensemble`) appear as
+    ``ensemble-<band set>`` with their members, weight and the same nested scores."""
+    from pipeline.detect.ensemble import ensemble_band_sets, load_ensemble_meta
     from pipeline.detect.unet import load_unet_meta, unet_band_sets
 
+    keys = ("micro_f1", "macro_f1", "object_recall", "object_precision")
     out: dict[str, Any] = {}
     for bs in unet_band_sets():
         cv = load_unet_meta(bs).get("cv") or {}
         if cv:
             out[bs] = {"source": "grouped-cv", "folds": cv["folds"], "threshold": cv["threshold"],
-                       **{k: cv[k] for k in ("micro_f1", "macro_f1", "object_recall", "object_precision")},
-                       "per_city": {c: v["f1"] for c, v in cv["per_city"].items()}}
+                       **{k: cv[k] for k in keys}, "per_city": {c: v["f1"] for c, v in cv["per_city"].items()}}
+    for bs in ensemble_band_sets():
+        meta = load_ensemble_meta(bs)
+        cv = meta["cv"]
+        out[f"ensemble-{bs}"] = {
+            "source": "grouped-cv", "folds": meta["folds"], "members": meta["members"],
+            "weight_unet": meta["weight_unet"], "threshold": meta.get("threshold"),
+            "adaptive_threshold": meta.get("adaptive_threshold"), **{k: cv[k] for k in keys},
+            "per_city": {c: v["f1"] for c, v in cv["per_city"].items()},
+            "members_alone_micro_f1": {k: v["micro_f1"] for k, v in meta["fixed_weight"].items()},
+        }
     return out
 
 

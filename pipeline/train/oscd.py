@@ -53,7 +53,7 @@ from pipeline.fetch.oscd import HOLDOUT_CITIES, labelled_cities, read_city
 
 __all__ = [
     "LGB_PARAMS", "BLEND_PARTNER", "CityData", "load_city", "sample_rows", "train_booster", "loco",
-    "select_threshold", "select_chain", "blend_partners", "blend_probs", "f1_counts",
+    "select_threshold", "select_chain", "decision_candidates", "blend_partners", "blend_probs", "f1_counts",
     "main",
 ]
 
@@ -174,7 +174,9 @@ ADAPTIVE_MINS: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35, 0.4)
 ADAPTIVE_MAXS = np.round(np.arange(0.5, 0.801, 0.05), 2)
 
 
-def _candidates(adaptive: bool) -> list[dict[str, float] | None]:
+def decision_candidates(adaptive: bool) -> list[dict[str, float] | None]:
+    """The decision rules :func:`select_threshold` tries: None (a global threshold) and, with ``adaptive``,
+    every per-image rule of the ``ADAPTIVE_*`` grid."""
     out: list[dict[str, float] | None] = [None]  # None: the global threshold
     if adaptive:
         for q in ADAPTIVE_QUANTILES:
@@ -209,7 +211,7 @@ def select_threshold(
     with the rule, sigma fixed, that maximises the pooled F1 of the *other* cities: ``micro_f1``,
     ``macro_f1``, ``per_city``).
     """
-    cands = _candidates(adaptive)
+    cands = decision_candidates(adaptive)
     cities = list(probs)
     best: dict[str, Any] | None = None
     table: dict[float, np.ndarray] = {}
