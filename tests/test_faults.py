@@ -115,11 +115,15 @@ def test_kill_and_rerun_gives_the_same_layers(reference: Path, interrupted: tupl
 
 
 def test_runs_are_deterministic(reference: Path, interrupted: tuple[Path, list[str]]) -> None:
-    """Every file the two runs published (chips included) is byte-identical, from different processes."""
+    """Every file the two runs published (chips included), and the per-site flag and truth layers, is
+    byte-identical, from different processes."""
     project, _ = interrupted
-    ours = {p.relative_to(project): p.read_bytes() for p in (project / "data" / "out").rglob("*") if p.is_file()}
-    theirs = {p.relative_to(reference): p.read_bytes() for p in (reference / "data" / "out").rglob("*")
-              if p.is_file()}
+
+    def files(root: Path) -> dict[Path, bytes]:
+        return {p.relative_to(root): p.read_bytes() for folder in ("out", "flags", "truth")
+                for p in (root / "data" / folder).rglob("*") if p.is_file()}
+
+    ours, theirs = files(project), files(reference)
     assert ours.keys() == theirs.keys()
     assert [str(k) for k in ours if ours[k] != theirs[k]] == []
     assert len(ours) >= len(LAYERS)
