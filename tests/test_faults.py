@@ -1,13 +1,14 @@
 """Faults and determinism, end to end through ``compoundwatch run`` (real processes, real ``dvc repro``).
 
-* A clean run of a one-site project (``reference``).
-* The same project started afresh and killed with SIGKILL (the whole process group: compoundwatch, dvc and
-  the stage process, as a crash or the OOM killer would) during fetch, then during detect, then during
-  publish; after each kill the next ``compoundwatch run`` clears DVC's stale lock (one ``note:`` line) and
-  goes on; the last one completes. Its published layers are byte-identical to the clean run's and
-  ``dvc status`` is clean.
-* Determinism: the two projects ran in different processes (and the interrupted one partly twice), yet every
-  published layer is byte-identical.
+One test, two projects of one small site:
+
+* a clean, uninterrupted run;
+* the same project started afresh and killed with SIGKILL (the whole process group: compoundwatch, dvc and
+  the stage process, as a crash or the OOM killer would) as DVC starts fetch, then detect, then publish; after
+  each kill the next ``compoundwatch run`` clears DVC's stale lock (one ``note:`` line) and goes on; the last
+  one completes. Its published layers are byte-identical to the clean run's and ``dvc status`` is clean.
+* Determinism: the two projects ran in different folders and processes (the interrupted one partly several
+  times), yet every published file and per-site layer is byte-identical.
 """
 
 from __future__ import annotations
@@ -73,19 +74,17 @@ def _dvc_status(project: Path) -> str:
     return proc.stdout
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _clean_run(root: Path) -> Path:
     """A clean, uninterrupted run."""
-    project = make_dvc_project(tmp_path_factory.mktemp("clean") / "proj", (SITE,))
+    project = make_dvc_project(root, (SITE,))
     proc = _run(project)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return project
 
 
-@pytest.fixture(scope="module")
-def interrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+def _interrupted_run(root: Path) -> tuple[Path, list[str]]:
     """The same project killed during fetch, detect and publish, each time run again; the notes it printed."""
-    project = make_dvc_project(tmp_path_factory.mktemp("killed") / "proj", (SITE,))
+    project = make_dvc_project(root, (SITE,))
     notes = []
     for stage in ("fetch@", "detect@", "publish"):
         status, lines = _run_and_kill(project, stage)
@@ -100,9 +99,19 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[st
     return project, notes
 
 
-def test_kill_and_rerun_gives_the_same_layers(reference: Path, interrupted: tuple[Path, list[str]]) -> None:
-    project, notes = interrupted
-    # each run after a kill (the 2nd, the 3rd and the last) cleared the dead run's DVC lock entries
+def _layers(root: Path) -> dict[Path, bytes]:
+    """Every published file (chips included) and the per-site flag and truth layers."""
+    return {p.relative_to(root): p.read_bytes() for folder in ("out", "flags", "truth")
+            for p in (root / "data" / folder).rglob("*") if p.is_file()}
+
+
+def test_kill_rerun_and_determinism(tmp_path: Path) -> None:
+    """One test (both projects are needed by both checks; as two tests, pytest -n 2 would build them twice)."""
+    reference = _clean_run(tmp_path / "clean" / "proj")
+    project, notes = _interrupted_run(tmp_path / "killed" / "proj")
+
+    # 1. kill and rerun: each run after a kill (the 2nd, the 3rd and the last) cleared the dead run's DVC lock
+    #    entries and went on; the last completed with the clean run's layers, dvc status clean, nothing left over
     assert len(notes) == 3, notes
     assert all("cleared stale DVC lock entries of dead process(es)" in n for n in notes), notes
     for name in LAYERS:
@@ -113,17 +122,8 @@ def test_kill_and_rerun_gives_the_same_layers(reference: Path, interrupted: tupl
     leftovers = [p for p in (project / "data").rglob("*") if p.name.endswith((".tmp", ".old")) or _TEMP.match(p.name)]
     assert not leftovers, leftovers
 
-
-def test_runs_are_deterministic(reference: Path, interrupted: tuple[Path, list[str]]) -> None:
-    """Every file the two runs published (chips included), and the per-site flag and truth layers, is
-    byte-identical, from different processes."""
-    project, _ = interrupted
-
-    def files(root: Path) -> dict[Path, bytes]:
-        return {p.relative_to(root): p.read_bytes() for folder in ("out", "flags", "truth")
-                for p in (root / "data" / folder).rglob("*") if p.is_file()}
-
-    ours, theirs = files(project), files(reference)
+    # 2. determinism: two runs in different folders and processes wrote byte-identical files, every one
+    ours, theirs = _layers(project), _layers(reference)
     assert ours.keys() == theirs.keys()
     assert [str(k) for k in ours if ours[k] != theirs[k]] == []
     assert len(ours) >= len(LAYERS)
