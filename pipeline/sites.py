@@ -19,7 +19,8 @@ from pipeline.config import SITE_ID_PATTERN
 from pipeline.errors import InputFileError, InvalidAOIError
 from pipeline.grid import GridSpec, grid_for_geometry
 
-__all__ = ["Site", "load_sites", "get_site", "check_site_id", "check_name", "check_polygon", "SITE_ID_RULE"]
+__all__ = ["Site", "load_sites", "get_site", "check_site_id", "check_name", "check_polygon", "SITE_ID_RULE",
+           "MAX_SITE_PX"]
 
 _ID = SITE_ID_PATTERN
 #: What a site id may hold (it names files and folders, and appears in web pages): said in error messages.
@@ -28,6 +29,9 @@ SITE_ID_RULE = "lowercase letters, digits and hyphens (1-63 characters, starting
 _UNSAFE_NAME = re.compile(r"[<>\x00-\x1f\x7f-\x9f\u2028\u2029]")
 #: Widest site in degrees of longitude: a site is processed on the one UTM grid of its centre.
 MAX_SITE_WIDTH_DEG = 6.0
+#: Largest site grid in pixels: a site is fetched and held as one cube (dates × bands × pixels) in memory;
+#: 4 Mpx is 20 km × 20 km at 10 m (the built-in sites are under 0.2 Mpx). Wider areas: ``compoundwatch scan``.
+MAX_SITE_PX = 4_000_000
 
 
 def check_site_id(sid: object, where: str) -> str:
@@ -86,8 +90,18 @@ class Site:
     scenario: str = "arid"
 
     def grid(self, resolution: float = 10.0) -> GridSpec:
-        """The site's UTM grid at ``resolution`` metres."""
-        return grid_for_geometry(self.geometry, resolution)
+        """The site's UTM grid at ``resolution`` metres; :class:`InvalidAOIError` when it is larger than
+        :data:`MAX_SITE_PX` (it could not be held in memory: screen such areas with ``compoundwatch scan``)."""
+        grid = grid_for_geometry(self.geometry, resolution)
+        rows, cols = grid.shape
+        if rows * cols > MAX_SITE_PX:
+            raise InvalidAOIError(
+                f"site {self.site_id!r} is {rows * resolution / 1000:,.0f} km × {cols * resolution / 1000:,.0f} km "
+                f"({rows * cols / 1e6:,.0f} Mpx at {resolution:g} m); a site is fetched and held as one cube of at "
+                f"most {MAX_SITE_PX / 1e6:g} Mpx: split it into smaller sites, or screen the area with "
+                "compoundwatch scan"
+            )
+        return grid
 
 
 def load_sites(path: str | Path) -> list[Site]:

@@ -489,6 +489,12 @@ def _sites_zones(env: Env) -> list[str]:
     return env.sites_with([feature(poly(wide), site_id="wide")], ["wide"])
 
 
+@case("sites-too-large", r"site 'big' is 1\d\d km × \d\d km \(\d+ Mpx at 10 m\); a site is fetched and held as one "
+      r"cube of at most 4 Mpx: split it .*compoundwatch scan")
+def _sites_big(env: Env) -> list[str]:
+    return env.sites_with([feature(poly(ring(88.0, 43.0, 1.0, 1.0)), site_id="big")], ["big"])
+
+
 @case("sites-missing-file", r"sites file .*gone\.geojson not found")
 def _sites_missing(env: Env) -> list[str]:
     def edit(p: dict[str, Any]) -> None:

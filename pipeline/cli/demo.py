@@ -195,7 +195,11 @@ def _validate(project: Path, params: Path | None = None) -> None:
     if not settings.sites:
         raise ConfigError(f"{params}: sites: the list is empty; add site ids from sites_file")
     sites_file = project / settings.sites_file  # an absolute sites_file stays absolute
-    known = [s.site_id for s in load_sites(sites_file)]
+    all_sites = load_sites(sites_file)
+    known = [s.site_id for s in all_sites]
+    for site in all_sites:
+        if site.site_id in settings.sites:
+            site.grid(settings.fetch.resolution_m)  # refuses a site too large to hold, before DVC starts
     unknown = [s for s in settings.sites if s not in known]
     if unknown:
         raise ConfigError(
