@@ -127,3 +127,24 @@ def test_kill_rerun_and_determinism(tmp_path: Path) -> None:
     assert ours.keys() == theirs.keys()
     assert [str(k) for k in ours if ours[k] != theirs[k]] == []
     assert len(ours) >= len(LAYERS)
+
+
+def test_a_failing_stage_is_one_line_and_the_rerun_goes_on(tmp_path: Path) -> None:
+    """A stage that stops on an expected error (here: no Sentinel Hub credentials) ends ``compoundwatch run``
+    with that stage's own line, not DVC's output, and leaves no lock behind: the next run starts cleanly."""
+    import yaml
+
+    project = make_dvc_project(tmp_path / "proj", (SITE,))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["fetch"]["source"] = "sentinelhub"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {k: v for k, v in _env().items() if not k.startswith("SH_")}
+    env["SH_PROFILE"] = "cw-no-such-profile"
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "no-config")
+    for _ in range(2):
+        proc = subprocess.run([EXE, "run"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert len(lines) == 1, proc.stderr
+        assert lines[0].startswith(f"error: stage fetch@{SITE[0]} failed: no credentials for Sentinel Hub"), lines
+    assert not (project / "data" / "raw").exists()

@@ -34,6 +34,8 @@ __all__ = ["repro", "summary_table", "demo", "run", "register"]
 _RUNNING = re.compile(r"^Running stage '(?P<stage>[^']+)'")
 _SKIPPED = re.compile(r"^Stage '(?P<stage>[^']+)' didn't change, skipping")
 _ERROR = re.compile(r"^ERROR: (?P<msg>.+)")
+# the one line a stage prints for an expected error (pipeline.stages.stage_main)
+_STAGE_ERROR = re.compile(r"^error: python -m pipeline\.stages\.\w+: (?P<msg>.+)")
 
 ProjectOpt = Annotated[
     Path,
@@ -78,6 +80,7 @@ def repro(project: Path, *, force: bool = False, verbose: bool = False) -> list[
     skipped = 0
     tail: deque[str] = deque(maxlen=25)
     error = ""
+    stage_error = ""
     current: str | None = None
     started = time.monotonic()
 
@@ -109,11 +112,15 @@ def repro(project: Path, *, force: bool = False, verbose: bool = False) -> list[
             else:
                 if m := _ERROR.match(line):
                     error = m["msg"]
+                elif m := _STAGE_ERROR.match(line):
+                    stage_error = m["msg"]
                 if line:
                     tail.append(line)
         rc = proc.wait()
     finish(rc == 0)
     if rc != 0:
+        if stage_error:  # a stage stopped on bad input or a failing service: its own line says it all
+            raise CompoundwatchError(f"stage {current or '?'} failed: {stage_error}")
         if not verbose:
             for line in tail:
                 err_console.print(Text(line, style="dim"))
