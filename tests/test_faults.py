@@ -8,7 +8,8 @@ One test, two projects of one small site:
   each kill the next ``compoundwatch run`` clears DVC's stale lock (one ``note:`` line) and goes on; the last
   one completes. Its published layers are byte-identical to the clean run's and ``dvc status`` is clean.
 * Determinism: the two projects ran in different folders and processes (the interrupted one partly several
-  times), yet every published file and per-site layer is byte-identical.
+  times, its detect stage on 2 dask worker processes, the clean one's on local threads), yet every published
+  file and per-site layer is byte-identical.
 """
 
 from __future__ import annotations
@@ -83,8 +84,14 @@ def _clean_run(root: Path) -> Path:
 
 
 def _interrupted_run(root: Path) -> tuple[Path, list[str]]:
-    """The same project killed during fetch, detect and publish, each time run again; the notes it printed."""
+    """The same project killed during fetch, detect and publish, each time run again; the notes it printed.
+    Its detect stage runs on a local dask cluster of 2 worker processes (the clean run: local threads)."""
+    import yaml
+
     project = make_dvc_project(root, (SITE,))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["dask"] = {**(params.get("dask") or {}), "n_workers": 2}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     notes = []
     for stage in ("fetch@", "detect@", "publish"):
         status, lines = _run_and_kill(project, stage)
@@ -122,7 +129,8 @@ def test_kill_rerun_and_determinism(tmp_path: Path) -> None:
     leftovers = [p for p in (project / "data").rglob("*") if p.name.endswith((".tmp", ".old")) or _TEMP.match(p.name)]
     assert not leftovers, leftovers
 
-    # 2. determinism: two runs in different folders and processes wrote byte-identical files, every one
+    # 2. determinism: two runs in different folders and processes, detect on local threads vs 2 dask worker
+    #    processes, wrote byte-identical files, every one
     ours, theirs = _layers(project), _layers(reference)
     assert ours.keys() == theirs.keys()
     assert [str(k) for k in ours if ours[k] != theirs[k]] == []
