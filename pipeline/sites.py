@@ -66,9 +66,12 @@ def check_polygon(geom: BaseGeometry, where: str) -> BaseGeometry:
             f"{where} is not in WGS84 lon/lat degrees: bounds {tuple(round(b, 4) for b in geom.bounds)} are "
             "outside lon -180..180, lat -80..84; reproject it to EPSG:4326 (x = longitude)"
         )
-    if maxx - minx > 180:
+    parts = list(getattr(geom, "geoms", [geom]))  # a MultiPolygon already split at 180° is fine
+    wrapped = [p for p in parts if p.bounds[2] - p.bounds[0] > 180]
+    if wrapped:
+        lo, hi = wrapped[0].bounds[0], wrapped[0].bounds[2]
         raise InvalidAOIError(
-            f"{where} crosses the antimeridian (its longitudes run from {minx:g} to {maxx:g}); split it at 180° "
+            f"{where} crosses the antimeridian (its longitudes run from {lo:g} to {hi:g}); split it at 180° "
             "into one polygon on each side"
         )
     if not geom.is_valid:
@@ -130,8 +133,13 @@ def load_sites(path: str | Path) -> list[Site]:
             raise InvalidAOIError(f"{path}: site {sid!r} has an unreadable geometry ({err})") from err
         check_polygon(geom, f"{path}: site {sid!r}")
         minx, _, maxx, _ = geom.bounds
+        if maxx - minx > 180:
+            raise InvalidAOIError(
+                f"{path}: site {sid!r} lies on both sides of the antimeridian; make one site for each side "
+                "(a site is processed on one UTM grid)"
+            )
         if maxx - minx > MAX_SITE_WIDTH_DEG:
-            n_zones = int((maxx + 180) // 6) - int((minx + 180) // 6) + 1
+            n_zones = min(int((maxx + 180) // 6), 59) - int((minx + 180) // 6) + 1
             raise InvalidAOIError(
                 f"{path}: site {sid!r} spans {n_zones} UTM zones ({maxx - minx:.1f}° of longitude); a site is "
                 "processed on one UTM grid: split it into sites of at most 6°, or screen it with compoundwatch scan"
