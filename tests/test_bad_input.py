@@ -683,6 +683,12 @@ def _two_runs(env: Env) -> list[str]:
     return ["run", "--params", str(env.proj / "params.yaml")]
 
 
+@case("stage-during-a-run", r"another compoundwatch run \(pid \d+\) is working in")
+def _stage_during_run(env: Env) -> list[str]:
+    env.stack.enter_context(project_lock(env.proj))
+    return ["fetch", SITE]
+
+
 # ------------------------------------------------------------------------------------------- the runner
 def _snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
