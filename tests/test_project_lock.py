@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,3 +98,37 @@ def test_run_params_installs_atomically_and_keeps_a_backup(tmp_path: Path, monke
     assert new.read_bytes().startswith(b"# tuned\n")  # the user's file is only read
     assert sorted(p.name for p in proj.iterdir()) == [".dvc", "configs", "dvc.yaml", "params.yaml",
                                                       "params.yaml.bak"]
+
+
+class _FakeDvc:
+    """Stands in for the ``dvc repro`` child: prints ``lines``, exits with ``rc``."""
+
+    def __init__(self, lines: list[str], rc: int) -> None:
+        self.stdout = iter(line + "\n" for line in lines)
+        self._rc = rc
+
+    def wait(self) -> int:
+        return self._rc
+
+
+@pytest.mark.parametrize(("lines", "expected"), [
+    (["ERROR: Unable to acquire lock. Most likely another DVC process is running or was terminated abruptly."],
+     r"^another DVC process is working in .*proj \(DVC: Unable to acquire lock\); wait for it"),
+    (["Running stage 'fetch@a':", "> python -m pipeline.stages.fetch a data/raw/a.zarr data/truth/a.geojson",
+      "error: python -m pipeline.stages.fetch: no credentials for Sentinel Hub: set SH_CLIENT_ID",
+      "ERROR: failed to reproduce 'fetch@a': failed to run: python -m pipeline.stages.fetch …, exited with 1"],
+     r"^stage fetch@a failed: no credentials for Sentinel Hub: set SH_CLIENT_ID$"),
+])
+def test_repro_failures_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str], lines: list[str], expected: str) -> None:
+
+    proj = tmp_path / "proj"
+    (proj / ".dvc").mkdir(parents=True)
+    (proj / "dvc.yaml").write_text("stages: {}\n")
+    fake = types.SimpleNamespace(PIPE=subprocess.PIPE, STDOUT=subprocess.STDOUT,
+                                 Popen=lambda *a, **k: _FakeDvc(lines, 1))
+    monkeypatch.setattr(demo_cli, "subprocess", fake)
+    with pytest.raises(demo_cli.CompoundwatchError) as err:
+        demo_cli.repro(proj)
+    assert re.search(expected, str(err.value)), str(err.value)
+    assert capsys.readouterr().err == ""  # DVC's own lines are not dumped on stderr

@@ -121,6 +121,11 @@ def repro(project: Path, *, force: bool = False, verbose: bool = False) -> list[
     if rc != 0:
         if stage_error:  # a stage stopped on bad input or a failing service: its own line says it all
             raise CompoundwatchError(f"stage {current or '?'} failed: {stage_error}")
+        if "Unable to acquire lock" in error:  # a live DVC process (not a compoundwatch run) holds the project
+            raise CompoundwatchError(
+                f"another DVC process is working in {project.resolve()} (DVC: {error.split('.')[0]}); wait for it "
+                "to finish and run again (locks of killed processes are cleared by compoundwatch run itself)"
+            )
         if not verbose:
             for line in tail:
                 err_console.print(Text(line, style="dim"))
