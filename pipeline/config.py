@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,12 @@ __all__ = [
     "load_settings",
     "params_hash",
     "DEFAULT_PARAMS",
+    "SITE_ID_PATTERN",
 ]
 
 DEFAULT_PARAMS = Path("params.yaml")
+#: A site id: it names files and folders (``data/raw/<site>.zarr``) and appears in web pages.
+SITE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 #: Bands every two-date detector needs (blue, green, red, NIR at 10 m).
 MIN_BANDS = ("B02", "B03", "B04", "B08")
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
@@ -315,6 +319,14 @@ class Settings(_Section):
     stac: StacSettings = StacSettings()
     local: LocalSettings | None = None
     dask: DaskSettings = DaskSettings()
+
+    @field_validator("sites")
+    @classmethod
+    def _safe_site_ids(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [s for s in v if not SITE_ID_PATTERN.match(s)]
+        if bad:
+            raise ValueError(f"site ids are lowercase letters, digits and hyphens (they name files), got {bad}")
+        return v
 
     @model_validator(mode="after")
     def _source_section(self) -> Settings:

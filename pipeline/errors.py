@@ -12,6 +12,7 @@ __all__ = [
     "InputFileError",
     "NotARasterError",
     "BandError",
+    "SceneMismatchError",
     "FetchError",
     "DetectionError",
     "LabelError",
@@ -40,6 +41,10 @@ class NotARasterError(CompoundwatchError, ValueError):
 
 class BandError(CompoundwatchError, ValueError):
     """Required spectral bands are missing or cannot be identified."""
+
+
+class SceneMismatchError(CompoundwatchError, ValueError):
+    """Two scenes cannot be compared (they do not overlap, or are given in the wrong order)."""
 
 
 class FetchError(CompoundwatchError, OSError):

@@ -14,6 +14,8 @@ from pyproj import Transformer
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import transform as shp_transform
 
+from pipeline.errors import InvalidAOIError
+
 __all__ = ["GridSpec", "utm_epsg", "to_crs", "grid_for_geometry", "tiles"]
 
 
@@ -58,7 +60,9 @@ class GridSpec:
 def utm_epsg(lon: float, lat: float) -> int:
     """EPSG code of the WGS84 UTM zone containing ``(lon, lat)`` (degrees)."""
     if not (-180 <= lon <= 180 and -80 <= lat <= 84):
-        raise ValueError(f"({lon}, {lat}) is outside the UTM range")
+        raise InvalidAOIError(
+            f"({lon}, {lat}) is outside the UTM range (lon -180..180, lat -80..84); is the geometry in WGS84 lon/lat?"
+        )
     zone = min(int((lon + 180) // 6) + 1, 60)
     return (32600 if lat >= 0 else 32700) + zone
 

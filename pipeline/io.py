@@ -63,9 +63,15 @@ def write_cube(ds: xr.Dataset, path: str | Path, tile_size: int = 256) -> Path:
             out[name].encoding["grid_mapping"] = _GRID_MAPPING
     out = out.chunk(_chunks(out, tile_size))
     out.to_zarr(tmp, mode="w", zarr_format=_ZARR_FORMAT, consolidated=True)
+    # swap by renames: at every moment either the old store or the new one is complete under a known name
+    old = path.with_name(path.name + ".old")
+    if old.exists():
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
     if path.exists():
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        path.rename(old)
     tmp.rename(path)
+    if old.exists():
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
     return path
 
 

@@ -23,6 +23,8 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from affine import Affine
 
+from pipeline.errors import ConfigError
+
 __all__ = ["Block", "make_detection", "default_dates", "DEFAULT_ORIGIN"]
 
 #: Top-left corner (x, y) of the default test grid, metres. In EPSG:32645 this is on the zone's central
@@ -122,7 +124,7 @@ def make_detection(
     else:
         clear_arr = np.asarray(clear, bool)
         if clear_arr.shape != (nt, h, w):
-            raise ValueError(f"clear must have shape {(nt, h, w)}, got {clear_arr.shape}")
+            raise ConfigError(f"clear must have shape {(nt, h, w)} (dates, rows, cols), got {clear_arr.shape}")
 
     change = np.zeros((h, w), bool)
     score = np.full((h, w), background_score, np.float32)
@@ -134,7 +136,7 @@ def make_detection(
         b = _as_block(raw)
         (r0, r1), (c0, c1) = b.rows, b.cols
         if not (0 <= b.start < nt):
-            raise ValueError(f"block start {b.start} is outside the {nt} dates")
+            raise ConfigError(f"block start {b.start} is outside the {nt} dates (0 … {nt - 1})")
         cl = clear_arr[:, r0:r1, c0:c1]
         after_start = cl & (idx >= b.start)
         before_start = cl & (idx < b.start)

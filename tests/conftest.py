@@ -94,6 +94,11 @@ def _render(
 
 @pytest.fixture
 def tiny_scene_pair(tmp_path: Path) -> Callable[..., ScenePair]:
+    """:func:`scene_pair_factory` writing under ``tmp_path``."""
+    return scene_pair_factory(tmp_path)
+
+
+def scene_pair_factory(tmp_path: Path) -> Callable[..., ScenePair]:
     """Factory for a BEFORE (multiband GeoTIFF, band descriptions) / AFTER (band folder or GeoTIFF) pair.
 
     The landscape is defined in BEFORE's CRS and sampled on each scene's own grid; AFTER has a bright

@@ -72,6 +72,7 @@ def test_compare_across_utm_zones_finds_planted_block(app, tiny_scene_pair, tmp_
     # BEFORE: GeoTIFF in EPSG:32631; AFTER: band folder in EPSG:32632 with B11/B12 at 20 m
     pair = tiny_scene_pair()
     flags, change = tmp_path / "out" / "flags.geojson", tmp_path / "out" / "change.tif"
+    flags.parent.mkdir()  # --out in a missing folder is refused (tests/test_bad_input.py)
     res = _invoke(app, pair.before, pair.after, "--out", flags, "--change-raster", change)
     assert res.exit_code == 0, res.output
     assert "flag(s)" in res.output and str(flags) in res.output

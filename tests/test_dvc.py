@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from small_project import SMALL_SITES, small_params, write_sites
-
-from pipeline.publish.mappage import install_web_assets
+from small_project import SMALL_SITES, make_dvc_project
 
 pytestmark = pytest.mark.slow
 
@@ -45,32 +42,7 @@ def _repro(project: Path) -> set[str]:
 def project(tmp_path: Path) -> Path:
     """A copy of the project's pipeline (dvc.yaml, .dvc/config, pipeline/, the frozen stages' outputs and
     deps) with two small sites."""
-    root = tmp_path / "proj"
-    root.mkdir()
-    shutil.copy(REPO / "dvc.yaml", root)
-    shutil.copy(REPO / ".dvcignore", root)
-    shutil.copytree(REPO / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-    # the frozen stages' outputs, in git (evaluate_oscd, evaluate_cases), and their deps outside pipeline/,
-    # which DVC checks exist even for a frozen stage (evaluate_cases: the Dabancheng configuration)
-    for name in ("oscd_metrics.json", "oscd_f1.png", "dabancheng_metrics.json", "taizhou_metrics.json",
-                 "configs/dabancheng.yaml", "configs/dabancheng_sites.geojson",
-                 "configs/dabancheng_footprints.geojson"):
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / name, root / name)
-    (root / "web").mkdir()
-    for name in ("package.json", "package-lock.json"):
-        shutil.copy(REPO / "web" / name, root / "web" / name)
-    install_web_assets(REPO / "web")  # the map page copies MapLibre from web/node_modules
-    (root / "web" / "node_modules").symlink_to(REPO / "web" / "node_modules", target_is_directory=True)
-    write_sites(root / "configs" / "sites.geojson")
-    params = small_params(REPO / "params.yaml", "configs/sites.geojson", SITES)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    init = _dvc(root, "init", "--no-scm", "-q")
-    assert init.returncode == 0, init.stderr
-    config = (REPO / ".dvc" / "config").read_text()
-    (root / ".dvc" / "config").write_text(config + "\n[core]\n    no_scm = True\n" if "[core]" not in config
-                                          else config.replace("[core]", "[core]\n    no_scm = True", 1))
-    return root
+    return make_dvc_project(tmp_path / "proj")
 
 
 def test_repro_then_up_to_date_then_partial_rerun(project: Path) -> None:

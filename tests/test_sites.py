@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pipeline.errors import InputFileError, InvalidAOIError
+from pipeline.scan.aoi import load_aoi
 from pipeline.sites import get_site, load_sites
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def test_bad_id(tmp_path: Path, bad_id: Any) -> None:
 
 def test_self_intersecting_polygon(tmp_path: Path) -> None:
     bowtie = [[[88.30, 43.36], [88.31, 43.37], [88.31, 43.36], [88.30, 43.37], [88.30, 43.36]]]
-    with pytest.raises(InvalidAOIError, match="'bow' must be a valid"):
+    with pytest.raises(InvalidAOIError, match="'bow' is not a valid polygon.*self-intersects"):
         load_sites(_write(tmp_path, _feature("bow", bowtie)))
 
 
@@ -97,3 +98,22 @@ def test_missing_file_and_unknown_site(tmp_path: Path) -> None:
         load_sites(tmp_path / "absent.geojson")
     with pytest.raises(InvalidAOIError, match="known: a"):
         get_site(_write(tmp_path, _feature("a")), "zzz")
+
+
+def test_antimeridian_polygon_refused_split_multipolygon_kept(tmp_path: Path) -> None:
+    east = [[179.9, -17.0], [180.0, -17.0], [180.0, -16.9], [179.9, -16.9], [179.9, -17.0]]
+    west = [[-180.0, -17.0], [-179.9, -17.0], [-179.9, -16.9], [-180.0, -16.9], [-180.0, -17.0]]
+    wrapped = [[179.9, -17.0], [-179.9, -17.0], [-179.9, -16.9], [179.9, -16.9], [179.9, -17.0]]
+    for geometry, ok in (({"type": "MultiPolygon", "coordinates": [[east], [west]]}, True),
+                         ({"type": "Polygon", "coordinates": [wrapped]}, False)):
+        path = tmp_path / "sites.geojson"
+        path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "properties": {"site_id": "fiji"}, "geometry": geometry}]}))
+        if ok:  # split at 180°: fine for a scan (per zone), but one site cannot hold both sides
+            (sid, geom), = load_aoi(path)
+            assert sid == "fiji" and geom.geom_type == "MultiPolygon"
+            with pytest.raises(InvalidAOIError, match="site 'fiji' lies on both sides of the antimeridian"):
+                load_sites(path)
+        else:
+            with pytest.raises(InvalidAOIError, match="crosses the antimeridian .*split it at 180°"):
+                load_sites(path)

@@ -12,6 +12,7 @@ traceback instead.
 
 from __future__ import annotations
 
+import warnings
 from typing import Annotated, Any
 
 import typer
@@ -85,6 +86,17 @@ def _root(
     ] = False,
 ) -> None:
     """Global options (they go before the command: compoundwatch --debug run)."""
+    from pipeline.stages import configure_logging
+
+    configure_logging()
+    if not debug:
+        # Libraries' own warnings (rasterio's NotGeoreferencedWarning, dask's, …) would precede our one-line
+        # error or summary with lines of library internals; compoundwatch reports those problems itself.
+        # --debug shows them all; the package's own warnings always show.
+        warnings.filterwarnings("ignore")
+        warnings.filterwarnings("default", module=r"pipeline(\.|$)")
+        for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):  # for developers
+            warnings.filterwarnings("ignore", category=category)
 
 
 _demo.register(app)

@@ -6,6 +6,7 @@ from there so ``compoundwatch fetch`` and ``dvc repro`` write the same files.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,10 +41,14 @@ __all__ = [
     "SiteBar",
     "site_progress",
     "DVC_FILE",
+    "check_out_path",
+    "LogProgress",
+    "LineBar",
 ]
 
 #: stdout / stderr consoles (they look up sys.stdout / sys.stderr when printing, so test runners see them).
-console = Console(highlight=False)
+#: Long lines are not broken (soft wrap): a log line stays one line; tables still fit the width.
+console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DVC_FILE = "dvc.yaml"
@@ -171,16 +176,98 @@ class SiteBar:
         self._progress.update(self._task, advance=1, site=site_id)
 
 
+class LogProgress(Progress):
+    """A :class:`rich.progress.Progress` for output that is not a terminal (cron, CI, a log file): it draws no
+    bar, and prints one plain timestamped line each time a task's count moves (``description done/total
+    field``), so long work says what it does as it goes."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(console=console, disable=True)
+        self._field = field
+        self._shown: dict[TaskID, float] = {}
+        self._t0 = time.monotonic()
+
+    def _log(self, task_id: TaskID) -> None:
+        with self._lock:
+            task = self._tasks[task_id]
+        if self._shown.get(task_id) == task.completed:
+            return
+        self._shown[task_id] = task.completed
+        total = f"/{task.total:g}" if task.total is not None else ""
+        extra = task.fields.get(self._field, "")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        console.print(f"{stamp} [{time.monotonic() - self._t0:7.1f} s] {task.description} {task.completed:g}{total}"
+                      f"{' ' + str(extra) if extra else ''}", markup=False, highlight=False, soft_wrap=True)
+
+    def update(self, task_id: TaskID, *, total: float | None = None, completed: float | None = None,
+               advance: float | None = None, description: str | None = None, visible: bool | None = None,
+               refresh: bool = False, **fields: Any) -> None:
+        super().update(task_id, total=total, completed=completed, advance=advance, description=description,
+                       visible=visible, refresh=refresh, **fields)
+        self._log(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._log(task_id)
+
+
 def progress_bars(field: str, label_width: int = 0) -> Progress:
     """The commands' rich progress display: spinner, task description (padded to ``label_width``), bar,
-    done/total, elapsed time and the task's ``field`` (e.g. the site or city at work)."""
+    done/total, elapsed time and the task's ``field`` (e.g. the site or city at work). Without a terminal:
+    :class:`LogProgress` (one plain line per step)."""
+    if not console.is_terminal:
+        return LogProgress(field)
     label = f"[bold]{{task.description:<{label_width}}}" if label_width else "[bold]{task.description}"
     return Progress(SpinnerColumn(), TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn(f"{{task.fields[{field}]}}"), console=console, transient=False)
 
 
+class LineBar(SiteBar):
+    """:class:`SiteBar` without a terminal (cron, CI, a log file): one plain timestamped line per event."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self._label, self._total, self._done = label, total, 0
+        self._started = time.monotonic()
+
+    def _line(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        console.print(f"{stamp} {self._label} [{time.monotonic() - self._started:7.1f} s] {text}", markup=False,
+                      highlight=False, soft_wrap=True)
+
+    def working(self, site_id: str) -> None:
+        self._line(f"{self._done}/{self._total} done, working on {site_id}")
+
+    def __call__(self, site_id: str) -> None:
+        self._done += 1
+        self._line(f"{self._done}/{self._total} done: {site_id}")
+
+
 @contextmanager
 def site_progress(label: str, total: int) -> Iterator[SiteBar]:
-    """A rich progress bar over ``total`` sites; the handle is also a ``progress`` callback for ``run()``."""
+    """A rich progress bar over ``total`` sites (plain lines when stdout is not a terminal); the handle is also
+    a ``progress`` callback for ``run()``."""
+    if not console.is_terminal:
+        yield LineBar(label, total)
+        return
     with progress_bars("site") as progress:
         yield SiteBar(progress, progress.add_task(label, total=total, site=""))
+
+
+def check_out_path(path: Path, option: str, inputs: Sequence[tuple[str, Path]] = ()) -> None:
+    """Refuse, before any work, an output path that cannot be written as a file: a folder, one whose folder
+    is missing or is a file, or one of the command's ``inputs`` (``(label, path)``, never overwritten)."""
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give a file name, e.g. {path / 'flags.geojson'}")
+    parent = path.parent
+    for up in (parent, *parent.parents):
+        if up.exists():
+            if not up.is_dir():
+                raise ConfigError(f"{option} {path}: {up} is a file, not a folder; choose another path")
+            break
+    if not parent.exists():
+        raise ConfigError(f"{option} {path}: the folder {parent} does not exist; create it first "
+                          f"(mkdir -p {parent}) or fix the path")
+    resolved = path.resolve()
+    for label, other in inputs:
+        if resolved == other.resolve():
+            raise ConfigError(f"{option} {path} is the {label} scene; choose another file for the output")

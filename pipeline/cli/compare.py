@@ -14,9 +14,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from pipeline.cli._common import console, progress_bars
+from pipeline.cli._common import check_out_path, console, progress_bars
 from pipeline.config import DEFAULT_PARAMS, FlagSettings, Settings, load_settings
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, SceneMismatchError
 
 __all__ = ["compare", "register"]
 
@@ -108,12 +108,15 @@ def compare(
     """Run ``compoundwatch compare`` (the ``--help`` text is :data:`_HELP`, set as this docstring below)."""
     from pipeline.compare import IN_MEMORY_MAX_PX, compare_band_folders, compare_scenes, too_large_for_memory
     from pipeline.detect.pair import CVA_MIN_BANDS
-    from pipeline.fetch.scenes import read_scene, write_change_raster
+    from pipeline.fetch.scenes import check_pair, read_scene, scene_date, write_change_raster
     from pipeline.flag import to_wgs84
     from pipeline.publish.geojson import write_geojson
 
     settings = _settings(params, min_area_m2)
     names = _split_bands(bands)
+    check_out_path(out, "--out", [("BEFORE", before), ("AFTER", after)])
+    if change_raster is not None:
+        check_out_path(change_raster, "--change-raster", [("BEFORE", before), ("AFTER", after), ("--out", out)])
     where = f"[cyan]{escape(str(out))}[/]"
     large = None if blockwise else too_large_for_memory(before, after)
     if large is not None:
@@ -130,6 +133,10 @@ def compare(
         if change_raster is not None:
             raise ConfigError("--change-raster is not written with --blockwise (the scan keeps no full-size raster); "
                               "drop one of them")
+        d_b, d_a = scene_date(before) or "", scene_date(after) or ""
+        if d_b and d_a and d_b > d_a:
+            raise SceneMismatchError(f"BEFORE ({before}, {d_b}) is later than AFTER ({after}, {d_a}); swap them: "
+                                     "compoundwatch compare EARLIER LATER")
         with progress_bars("block") as bars:
             task = bars.add_task("blocks", total=None, block="")
 
@@ -142,6 +149,7 @@ def compare(
     else:
         scene_b = read_scene(before, names, required=CVA_MIN_BANDS)
         scene_a = read_scene(after, names, required=CVA_MIN_BANDS)
+        check_pair(scene_b, scene_a)
         pair, _, flags = compare_scenes(scene_b, scene_a, settings)
         if change_raster is not None:
             write_change_raster(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +22,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from pipeline._files import atomic_path
 from pipeline.cli._common import DVC_FILE, Layout, console, err_console
+from pipeline.cli._project import clear_stale_dvc_locks, project_lock
 from pipeline.config import DEFAULT_PARAMS, load_settings
 from pipeline.errors import CompoundwatchError, ConfigError, InputFileError
 from pipeline.sites import load_sites
@@ -33,6 +34,8 @@ __all__ = ["repro", "summary_table", "demo", "run", "register"]
 _RUNNING = re.compile(r"^Running stage '(?P<stage>[^']+)'")
 _SKIPPED = re.compile(r"^Stage '(?P<stage>[^']+)' didn't change, skipping")
 _ERROR = re.compile(r"^ERROR: (?P<msg>.+)")
+# the one line a stage prints for an expected error (pipeline.stages.stage_main)
+_STAGE_ERROR = re.compile(r"^error: python -m pipeline\.stages\.\w+: (?P<msg>.+)")
 
 ProjectOpt = Annotated[
     Path,
@@ -77,6 +80,7 @@ def repro(project: Path, *, force: bool = False, verbose: bool = False) -> list[
     skipped = 0
     tail: deque[str] = deque(maxlen=25)
     error = ""
+    stage_error = ""
     current: str | None = None
     started = time.monotonic()
 
@@ -99,17 +103,29 @@ def repro(project: Path, *, force: bool = False, verbose: bool = False) -> list[
                 finish(True)
                 current, started = m["stage"], time.monotonic()
                 ran.append(current)
+                if not console.is_terminal and not verbose:  # a log: say what runs, not only what finished
+                    console.print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} running {current} …", markup=False,
+                                  highlight=False)
                 status.update(f"[bold]dvc repro[/]: running [cyan]{current}[/] ({len(ran)} so far) …")
             elif _SKIPPED.match(line):
                 skipped += 1
             else:
                 if m := _ERROR.match(line):
                     error = m["msg"]
+                elif m := _STAGE_ERROR.match(line):
+                    stage_error = m["msg"]
                 if line:
                     tail.append(line)
         rc = proc.wait()
     finish(rc == 0)
     if rc != 0:
+        if stage_error:  # a stage stopped on bad input or a failing service: its own line says it all
+            raise CompoundwatchError(f"stage {current or '?'} failed: {stage_error}")
+        if "Unable to acquire lock" in error:  # a live DVC process (not a compoundwatch run) holds the project
+            raise CompoundwatchError(
+                f"another DVC process is working in {project.resolve()} (DVC: {error.split('.')[0]}); wait for it "
+                "to finish and run again (locks of killed processes are cleared by compoundwatch run itself)"
+            )
         if not verbose:
             for line in tail:
                 err_console.print(Text(line, style="dim"))
@@ -181,20 +197,55 @@ def _report(project: Path) -> None:
                   "([dim]dvc plots show[/])")
 
 
-def _validate(project: Path) -> None:
-    """Fail in one line, before DVC starts, on a bad params.yaml or a site id missing from sites_file."""
+def _validate(project: Path, params: Path | None = None) -> None:
+    """Fail in one line, before anything is written or DVC starts, on a bad parameters file (``params``,
+    default the project's params.yaml): settings, the sites file it names (read relative to the project, as
+    DVC will) and its site ids."""
     _check_project(project)
-    settings = load_settings(project / DEFAULT_PARAMS)
+    params = project / DEFAULT_PARAMS if params is None else params
+    settings = load_settings(params)
     if not settings.sites:
-        raise ConfigError(f"{project / DEFAULT_PARAMS}: sites: the list is empty; add site ids from sites_file")
+        raise ConfigError(f"{params}: sites: the list is empty; add site ids from sites_file")
     sites_file = project / settings.sites_file  # an absolute sites_file stays absolute
-    known = [s.site_id for s in load_sites(sites_file)]
+    all_sites = load_sites(sites_file)
+    known = [s.site_id for s in all_sites]
+    for site in all_sites:
+        if site.site_id in settings.sites:
+            site.grid(settings.fetch.resolution_m)  # refuses a site too large to hold, before DVC starts
     unknown = [s for s in settings.sites if s not in known]
     if unknown:
         raise ConfigError(
-            f"{project / DEFAULT_PARAMS}: sites: {', '.join(unknown)} not in {settings.sites_file} "
-            f"(known: {', '.join(known)})"
+            f"{params}: sites: {', '.join(unknown)} not in {settings.sites_file} (known: {', '.join(known)})"
         )
+
+
+def _install_params(project: Path, params: Path) -> None:
+    """Validate ``params`` completely, then make it the project's params.yaml (atomically; the old one is kept
+    as params.yaml.bak). Nothing is written when validation fails, and the user's ``params`` is only read."""
+    target = project / DEFAULT_PARAMS
+    _validate(project, params)
+    if target.exists() and params.resolve() == target.resolve():
+        return
+    text = params.read_bytes()
+    old = target.read_bytes() if target.exists() else None
+    if old == text:
+        return
+    # both files are written in full under temporary names before either is renamed into place (the .bak
+    # first): a full disk or a kill leaves the project as it was
+    with atomic_path(target) as new_tmp:
+        new_tmp.write_bytes(text)
+        if old is not None:
+            with atomic_path(target.with_name(target.name + ".bak")) as bak_tmp:
+                bak_tmp.write_bytes(old)
+    console.print(f"parameters: {params} → {target}")
+
+
+def _repro_cleared(project: Path, *, force: bool = False, verbose: bool = False) -> None:
+    """``repro`` after clearing the DVC lock entries of killed runs (call it holding :func:`project_lock`)."""
+    note = clear_stale_dvc_locks(project)
+    if note:
+        err_console.print(Text(f"note: {note}", style="yellow"))
+    repro(project, force=force, verbose=verbose)
 
 
 def demo(project: ProjectOpt = Path("."), verbose: VerboseOpt = False) -> None:
@@ -207,7 +258,8 @@ def demo(project: ProjectOpt = Path("."), verbose: VerboseOpt = False) -> None:
     """
     _validate(project)
     console.print("[bold]compoundwatch demo[/]: synthetic Sentinel-2 series of the sites in params.yaml")
-    repro(project, verbose=verbose)
+    with project_lock(project):
+        _repro_cleared(project, verbose=verbose)
     _report(project)
 
 
@@ -230,16 +282,11 @@ def run(
     data/eval/pr_curve.csv. Paths are those of dvc.yaml; parameters those of params.yaml.
     """
     _check_project(project)
-    target = project / DEFAULT_PARAMS
-    if params is not None:
-        load_settings(params)  # validate first: never install a broken file
-        if not target.exists() or params.resolve() != target.resolve():
-            if target.exists():
-                shutil.copyfile(target, target.with_name(target.name + ".bak"))
-            shutil.copyfile(params, target)
-            console.print(f"parameters: {params} → {target}")
-    _validate(project)
-    repro(project, force=force, verbose=verbose)
+    with project_lock(project):  # a second run on this project stops here, before writing anything
+        if params is not None:
+            _install_params(project, params)  # validated completely first: never installs a broken file
+        _validate(project)
+        _repro_cleared(project, force=force, verbose=verbose)
     _report(project)
 
 

@@ -8,20 +8,30 @@ Heavy libraries are imported inside the commands so ``--help`` stays fast.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from pipeline.cli._common import Layout, ParamsOpt, SitesArg, console, pick_sites, settings_for, site_progress
+from pipeline.cli._project import project_lock
 from pipeline.config import DEFAULT_PARAMS, Source
 
 __all__ = ["register"]
 
 
+def _exclusive() -> AbstractContextManager[None]:
+    """The project's run lock when this is a DVC project (so a stage command never races a running
+    ``compoundwatch run`` over the same files), else nothing to hold."""
+    project = Path(".")
+    return project_lock(project) if (project / ".dvc").is_dir() else nullcontext()
+
+
 def _per_site(label: str, sites: Sequence[str], step: Callable[[str], str]) -> None:
     """Run ``step(site)`` for every site under a progress bar, then print each step's one-line summary."""
     lines: list[str] = []
-    with site_progress(label, len(sites)) as bar:
+    with _exclusive(), site_progress(label, len(sites)) as bar:
         for site_id in sites:
             bar.working(site_id)
             lines.append(step(site_id))
@@ -161,7 +171,7 @@ def publish(params: ParamsOpt = DEFAULT_PARAMS) -> None:
 
     settings = settings_for(params)
     layout = Layout.load()
-    with site_progress("publish", len(settings.sites)) as bar:
+    with _exclusive(), site_progress("publish", len(settings.sites)) as bar:
         r = stage.run(layout.flags, layout.tiles, layout.out, settings, progress=bar)
     total = sum(r.n_flags.values())
     area = sum(r.area_m2.values())
@@ -181,7 +191,7 @@ def evaluate(params: ParamsOpt = DEFAULT_PARAMS) -> None:
 
     settings = settings_for(params)
     layout = Layout.load()
-    with site_progress("evaluate", len(settings.sites)) as bar:
+    with _exclusive(), site_progress("evaluate", len(settings.sites)) as bar:
         m = stage.run(layout.flags, layout.truth, layout.detect, layout.metrics, layout.pr_curve, settings,
                       progress=bar)
     console.print(

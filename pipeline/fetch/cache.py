@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,10 @@ from typing import Any
 import numpy as np
 
 from pipeline._files import atomic_path
+from pipeline.errors import FetchError
 from pipeline.grid import GridSpec
+
+LOGGER = logging.getLogger(__name__)
 
 __all__ = ["SceneCache", "grid_key", "source_key", "SCL_KEY"]
 
@@ -74,18 +78,50 @@ class SceneCache:
 
     # -- queries --------------------------------------------------------------------------------------
     def meta(self, date: dt.date) -> dict[str, Any] | None:
-        """The stored metadata of ``date`` (``None`` if the date was never fetched)."""
+        """The stored metadata of ``date`` (``None`` if the date was never fetched, or its metadata file is
+        corrupt: then it is removed, with a warning, and the date is fetched again)."""
         p = self._date_dir(date) / "meta.json"
-        return json.loads(p.read_text()) if p.is_file() else None
+        if not p.is_file():
+            return None
+        try:
+            meta = json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            meta = None
+            reason = str(err)
+        else:
+            reason = "not a JSON object"
+        if not isinstance(meta, dict):
+            LOGGER.warning("cached scene metadata %s is corrupt (%s); fetching that date again", p, reason)
+            p.unlink(missing_ok=True)
+            return None
+        return meta
 
     def has(self, date: dt.date, band: str) -> bool:
-        """Whether ``band`` (or ``"SCL"``) of ``date`` is on disk."""
-        return (self._date_dir(date) / f"{band}.npy").is_file()
+        """Whether ``band`` (or ``"SCL"``) of ``date`` is on disk, complete and on the cache's grid.
+
+        A corrupt file (truncated, overwritten, another shape) is removed with a warning, so the band is
+        fetched again.
+        """
+        p = self._date_dir(date) / f"{band}.npy"
+        if not p.is_file():
+            return False
+        try:
+            arr = np.load(p, mmap_mode="r", allow_pickle=False)
+            problem = "" if arr.shape == self.grid.shape else f"shape {arr.shape}, expected {self.grid.shape}"
+        except (ValueError, OSError, EOFError) as err:
+            problem = f"{type(err).__name__}: {err}"
+        if problem:
+            LOGGER.warning("cached band %s is corrupt (%s); fetching it again", p, problem)
+            p.unlink(missing_ok=True)
+            return False
+        return True
 
     def missing(self, date: dt.date, bands: Iterable[str]) -> tuple[str, ...]:
         """The bands (and ``SCL``) of ``date`` still to fetch; empty for a date recorded as skipped."""
         meta = self.meta(date)
-        if meta is not None and meta.get("skipped"):
+        if meta is None:  # never fetched, cut short before its metadata, or corrupt: fetch it whole
+            return (*bands, SCL_KEY)
+        if meta.get("skipped"):
             return ()
         return tuple(b for b in (*bands, SCL_KEY) if not self.has(date, b))
 
@@ -102,7 +138,10 @@ class SceneCache:
         shape = self.grid.shape
         for band, arr in arrays.items():
             if arr.shape != shape:
-                raise ValueError(f"band {band} of {date} has shape {arr.shape}, expected the grid's {shape}")
+                raise FetchError(
+                    f"the service returned band {band} of {date} with shape {arr.shape}, not the requested grid's "
+                    f"{shape}; nothing was cached for that date, run again (report it if it persists)"
+                )
             _atomic_write(self._date_dir(date) / f"{band}.npy", lambda fh, a=arr: np.save(fh, a, allow_pickle=False))
         old = self.meta(date) or {}
         merged = {**old, **dict(meta), "date": date.isoformat()}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from pipeline.errors import FetchError
+from pipeline.errors import ConfigError, FetchError
 
 __all__ = ["RETRYABLE_STATUS", "RetryPolicy", "parse_retry_after", "send_with_retry"]
 
@@ -49,9 +49,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+            raise ConfigError(f"retries: max_attempts must be at least 1, got {self.max_attempts}")
         if self.retry_after_unit not in ("s", "ms"):
-            raise ValueError("retry_after_unit must be 's' or 'ms'")
+            raise ConfigError(f"retries: retry_after_unit must be 's' or 'ms', got {self.retry_after_unit!r}")
 
     def delay(self, retry_index: int, retry_after: str | None = None) -> float:
         """Seconds to wait before retry number ``retry_index`` (0-based), honouring ``Retry-After``."""
@@ -133,13 +133,15 @@ def send_with_retry(
     while attempt < policy.max_attempts:
         try:
             resp = send()
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as exc:  # unreachable, or cut mid-download
             last = f"{type(exc).__name__}"
             attempt += 1
             if attempt >= policy.max_attempts:
                 raise FetchError(
-                    f"{service}: could not reach {url} after {attempt} attempt(s) ({last}); "
-                    "check the network and the service URL, then run again (finished scenes are cached)"
+                    f"{service}: the connection to {url} failed on {attempt} attempt(s) ({last}: unreachable, "
+                    "or the download was cut short); check the network and the service URL, then run again "
+                    "(finished scenes are cached)"
                 ) from exc
             wait = policy.delay(attempt - 1)
             LOGGER.warning("%s: %s on %s, retry %d/%d in %.2fs", service, last, url, attempt,

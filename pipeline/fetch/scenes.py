@@ -39,8 +39,9 @@ from rasterio.errors import RasterioError
 from rasterio.warp import Resampling, reproject
 
 from pipeline import config
+from pipeline._files import atomic_path
 from pipeline.config import S2_BANDS
-from pipeline.errors import BandError, InputFileError, NotARasterError
+from pipeline.errors import BandError, DetectionError, InputFileError, NotARasterError, SceneMismatchError
 from pipeline.preprocess.harmonise import to_reflectance
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "align",
     "pixel_size_m",
     "write_change_raster",
+    "check_pair",
     "CHANGE",
     "NO_CHANGE",
     "NODATA",
@@ -359,6 +361,11 @@ def read_scene(
         data[i], off = _read_layer(lay, crs, transform, shape)
         offsets.append(off)
 
+    if not np.isfinite(data).any():
+        raise NotARasterError(
+            f"{path} has no valid pixels (every value is 0, NaN or the file's no-data value); check the export "
+            "(band scaling, the area or the no-data setting)"
+        )
     xs = transform.c + transform.a * (np.arange(shape[1]) + 0.5)
     ys = transform.f + transform.e * (np.arange(shape[0]) + 0.5)
     date = _scene_date(sorted({lay.path for lay in layers}), path)
@@ -473,7 +480,7 @@ def write_change_raster(change: xr.DataArray, valid: xr.DataArray, path: str | P
         Output file; parent folders are created.
     """
     if change.shape != valid.shape or change.ndim != 2:
-        raise ValueError(f"change {change.shape} and valid {valid.shape} must be 2-D and of the same shape")
+        raise DetectionError(f"change {change.shape} and valid {valid.shape} must be 2-D and of the same shape")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     values = np.where(valid.values.astype(bool), change.values.astype(bool).astype(np.uint8), NODATA)
@@ -492,7 +499,34 @@ def write_change_raster(change: xr.DataArray, valid: xr.DataArray, path: str | P
     }
     if crs is not None:
         profile["crs"] = crs
-    with rasterio.open(path, "w", **profile) as dst:
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(values.astype(np.uint8), 1)
         dst.update_tags(1, VALUES="1=change,0=no change,255=no data")
     return path
+
+
+def check_pair(before: xr.DataArray, after: xr.DataArray) -> None:
+    """Refuse two scenes (as :func:`read_scene` returns them) that cannot be compared: footprints that do
+    not overlap, or a BEFORE acquired after AFTER (both dates known). Raises :class:`SceneMismatchError`."""
+    from rasterio.warp import transform_bounds
+
+    b_bounds = before.rio.bounds()
+    try:
+        a_bounds = transform_bounds(after.rio.crs, before.rio.crs, *after.rio.bounds(), densify_pts=21)
+    except (RasterioError, ValueError) as err:
+        raise SceneMismatchError(
+            f"AFTER ({after.attrs.get('source', '?')}) cannot be brought into BEFORE's CRS {before.rio.crs} ({err})"
+        ) from err
+    if (a_bounds[0] >= b_bounds[2] or a_bounds[2] <= b_bounds[0] or a_bounds[1] >= b_bounds[3]
+            or a_bounds[3] <= b_bounds[1]):
+        raise SceneMismatchError(
+            f"BEFORE ({before.attrs.get('source', '?')}) and AFTER ({after.attrs.get('source', '?')}) do not overlap "
+            f"(BEFORE covers {tuple(round(v) for v in b_bounds)}, AFTER {tuple(round(v) for v in a_bounds)} in "
+            f"{before.rio.crs}); give two scenes of the same place"
+        )
+    d_b, d_a = before.attrs.get("date") or "", after.attrs.get("date") or ""
+    if d_b and d_a and d_b > d_a:
+        raise SceneMismatchError(
+            f"BEFORE ({before.attrs.get('source', '?')}, {d_b}) is later than AFTER "
+            f"({after.attrs.get('source', '?')}, {d_a}); swap them: compoundwatch compare EARLIER LATER"
+        )

@@ -165,7 +165,7 @@ def sh_config(settings: SentinelHubSettings) -> SHConfig:
                 f"sentinelhub profile {settings.profile!r} could not be read ({type(err).__name__}); "
                 "create it with `sentinelhub.config --profile NAME --sh_client_id ... --sh_client_secret ...` "
                 "or set SH_CLIENT_ID and SH_CLIENT_SECRET"
-            ) from None
+            ) from err
     if not (config.sh_client_id and config.sh_client_secret):
         raise FetchError(
             f"no credentials for {_service_label(settings.base_url)}: set the environment variables SH_CLIENT_ID "
@@ -221,7 +221,7 @@ class _Client(SentinelHubDownloadClient):
                     f"{self._label} token endpoint {self.config.sh_token_url} refused to issue an access token "
                     f"({what}: {detail}); check SH_CLIENT_ID/SH_CLIENT_SECRET (or the sentinelhub profile) "
                     "and sentinelhub.token_url"
-                ) from None
+                ) from err
         return self._own_session
 
     def _secrets(self) -> tuple[str, ...]:
@@ -233,7 +233,7 @@ class _Client(SentinelHubDownloadClient):
 
     def _execute_download(self, request: DownloadRequest) -> DownloadResponse:
         if request.url is None:
-            raise ValueError("download request without URL")
+            raise FetchError("internal error: a Sentinel Hub download request without URL; please report it")
         url = request.url
 
         def send() -> requests.Response:

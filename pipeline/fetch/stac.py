@@ -73,11 +73,11 @@ class StacFetcher:
             return None
         try:
             import planetary_computer  # type: ignore[import-not-found]
-        except ImportError:
+        except ImportError as err:
             raise ConfigError(
                 "stac.sign: true needs the 'planetary-computer' package (pip install planetary-computer), "
                 "or set stac.sign: false for APIs with public assets"
-            ) from None
+            ) from err
         return planetary_computer.sign_inplace
 
     def _client(self) -> Any:
@@ -108,6 +108,12 @@ class StacFetcher:
                 "attempt(s); the service is overloaded or failing: wait and run again, or raise stac.max_retries"
             )
         status = getattr(err, "status_code", None)
+        if status is None and re.search(r"Failed to establish a new connection|Connection refused|Max retries "
+                                        r"exceeded|Name or service not known|timed out", text):
+            return FetchError(
+                f"STAC API {self.settings.url} could not be reached (connection failed); check stac.url and the "
+                "network, then run again"
+            )
         what = f"HTTP {status}" if status else text.splitlines()[0][:200]
         return FetchError(f"STAC API {self.settings.url} failed ({what}); check stac.url and stac.collection")
 
@@ -128,7 +134,7 @@ class StacFetcher:
                 )
                 items = list(search.items())
         except APIError as err:
-            raise self._api_error(err) from None
+            raise self._api_error(err) from err
         return sorted(items, key=lambda it: (it.datetime, it.id))
 
     # -- load -----------------------------------------------------------------------------------------

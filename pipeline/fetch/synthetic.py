@@ -21,6 +21,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from scipy import ndimage
 
+from pipeline.errors import ConfigError, InvalidAOIError
 from pipeline.fetch import FetchRequest
 from pipeline.fetch._cube import build_cube
 
@@ -229,11 +230,26 @@ class SyntheticFetcher:
     ) -> None:
         """Place compounds: an existing core with ``n_expansions`` additions, plus ``new_ones`` new compounds."""
         h, w = land.cover.shape
-        first_ok = next(i for i, d in enumerate(dates) if d >= dates[0] + dt.timedelta(days=400))
+        first_ok = next((i for i, d in enumerate(dates) if d >= dates[0] + dt.timedelta(days=400)), None)
         last_ok = len(dates) - 6
+
+        def when() -> int:
+            """A random date index for construction: after a year of reference, before the last 6 dates."""
+            if first_ok is None or first_ok >= last_ok:
+                raise ConfigError(
+                    f"the synthetic scenes need a series of about 16 months or more (a year of reference, then "
+                    f"construction), got {len(dates)} dates from {dates[0]}; widen fetch.start/fetch.end"
+                )
+            return int(rng.integers(first_ok, last_ok))
+
         occupied = np.zeros((h, w), bool)
 
         def pick(ph: int, pw: int, near: tuple[int, int] | None = None) -> tuple[int, int]:
+            if near is None and (h - ph - 16 <= 0 or w - pw - 16 <= 0):
+                raise InvalidAOIError(
+                    f"a {h}×{w} px site is too small for the synthetic scenes; enlarge the site (at least about "
+                    "600 m × 600 m at 10 m)"
+                )
             for _ in range(500):
                 if near is None:
                     r0 = int(rng.integers(8, h - ph - 8))
@@ -244,7 +260,10 @@ class SyntheticFetcher:
                 ok_cover = np.isin(land.cover[rr, cc], [_COVER["arid"], _COVER["field"], _COVER["road"]])
                 if near is not None or (ok_cover.mean() > 0.97 and not occupied[rr, cc].any()):
                     return r0, c0
-            raise RuntimeError("synthetic generator could not place a compound; enlarge the site")
+            raise InvalidAOIError(
+                f"the synthetic generator could not place a compound in a {h}×{w} px site; enlarge the site "
+                "(at least about 1 km × 1 km)"
+            )
 
         n_truth = 0
         if existing:
@@ -266,14 +285,14 @@ class SyntheticFetcher:
                     rows, cols = (r0, r0 + ch), (c0 - depth, c0)
                 else:  # east
                     rows, cols = (r0, r0 + ch), (c0 + cw, c0 + cw + depth)
-                idx = int(rng.integers(first_ok, last_ok))
+                idx = when()
                 land.compounds.append(TruthPolygon(f"T{n_truth + 1}", rows, cols, idx, "expansion"))
                 n_truth += 1
         for _ in range(new_ones):
             ph, pw = int(rng.integers(12, 20)), int(rng.integers(14, 24))
             r0, c0 = pick(ph, pw)
             occupied[r0 - 4 : r0 + ph + 4, c0 - 4 : c0 + pw + 4] = True
-            idx = int(rng.integers(first_ok, last_ok))
+            idx = when()
             land.compounds.append(TruthPolygon(f"T{n_truth + 1}", (r0, r0 + ph), (c0, c0 + pw), idx, "new compound"))
             n_truth += 1
         for tp in land.compounds:

@@ -21,6 +21,7 @@ at least ``min_size_px`` square and clipped to the grid. Rendering uses matplotl
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from matplotlib.figure import Figure
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
+from pipeline._files import atomic_path
 from pipeline.errors import BandError, InputFileError
 from pipeline.flag import grid_transform
 from pipeline.publish.summary import as_date
@@ -49,8 +51,19 @@ RGB_BANDS: tuple[str, str, str] = ("B04", "B03", "B02")
 CLEAR_CHIP_FRACTION = 0.9
 
 
+_SAFE_FLAG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+
+
 def chip_href(flag_id: str) -> str:
-    """Relative path (from the output folder) of a flag's chip: ``chips/<flag_id>.png``."""
+    """Relative path (from the output folder) of a flag's chip: ``chips/<flag_id>.png``.
+
+    The flag id names a file, so it must be a plain id (``cw-47ec03ed8afd``): an id read from an edited
+    flags file such as ``../../x`` raises :class:`~pipeline.errors.InputFileError` instead of naming a path
+    outside the chips folder.
+    """
+    if not _SAFE_FLAG_ID.match(flag_id):
+        raise InputFileError(f"flag id {flag_id!r} is not a plain id (letters, digits, '-', '_'); it cannot name a "
+                             "chip file; regenerate the flags with compoundwatch flag")
     return f"{CHIPS_DIR}/{flag_id}.png"
 
 
@@ -293,7 +306,8 @@ def render_chips(
         )
         fig.text(0.5, 0.02, caption, ha="center", va="bottom", fontsize=8)
         fig.subplots_adjust(left=0.02, right=0.98, top=0.92, bottom=0.14, wspace=0.04)
-        path = out_dir / f"{fid}.png"
-        fig.savefig(path, dpi=dpi, metadata={"Software": None})
+        path = out_dir / Path(chip_href(fid)).name
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, metadata={"Software": None})
         written[fid] = path
     return written

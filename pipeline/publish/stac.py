@@ -132,8 +132,13 @@ def write_stac(
     """
     out_dir = Path(out_dir)
     stac_dir = out_dir / STAC_DIR
-    if stac_dir.exists():
-        shutil.rmtree(stac_dir)
+    # the catalog is built in a hidden sibling folder (same depth: relative hrefs stay right; no dot-suffix,
+    # which pystac would take for a file name) and swapped in by renames, so a killed run leaves the previous
+    # catalog or the new one, never half of one
+    build = out_dir / f".{STAC_DIR}-building"
+    for stale in (build, out_dir / f".{STAC_DIR}-old"):
+        if stale.exists():
+            shutil.rmtree(stale)
     chips = dict(chips or {})
     tiles = dict(tiles or {})
     wgs = flags.to_crs(4326) if len(flags) and flags.crs is not None else flags
@@ -232,7 +237,13 @@ def write_stac(
                 )
         catalog.add_item(item)
 
-    catalog.normalize_hrefs(str(stac_dir.resolve()))
+    catalog.normalize_hrefs(str(build.resolve()))
     catalog.make_all_asset_hrefs_relative()
     catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    old = out_dir / f".{STAC_DIR}-old"
+    if stac_dir.exists():
+        stac_dir.rename(old)
+    build.rename(stac_dir)
+    if old.exists():
+        shutil.rmtree(old)
     return stac_dir / "catalog.json"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +29,13 @@ import numpy as np
 import pandas as pd
 from shapely.geometry.base import BaseGeometry
 
+from pipeline._files import atomic_path, write_text_atomic
 from pipeline.config import Settings, params_hash
 from pipeline.errors import InputFileError, InvalidAOIError
 from pipeline.scan.cluster import dask_client, dask_settings
 from pipeline.scan.seams import clip_to_core, merge_flags
 from pipeline.scan.tiling import TileSpec, tiles_for_aoi
+from pipeline.sites import check_polygon, check_site_id
 
 __all__ = [
     "ScanEvent",
@@ -87,15 +90,30 @@ def load_aoi(aoi: str | Path | BaseGeometry | gpd.GeoDataFrame) -> list[tuple[st
     if gdf.empty:
         raise InvalidAOIError("the AOI has no features; draw at least one Polygon")
     gdf = gdf.to_crs(4326) if gdf.crs is not None else gdf.set_crs(4326)
-    out = []
+    out: list[tuple[str, BaseGeometry]] = []
+    seen: set[str] = set()
     for i, (_, row) in enumerate(gdf.iterrows()):
-        name = None
-        for key in ("site_id", "name"):
-            if key in gdf.columns and isinstance(row.get(key), str) and row[key].strip():
-                name = row[key].strip().lower().replace(" ", "-")
-                break
-        out.append((name or ("aoi" if len(gdf) == 1 else f"aoi-{i + 1}"), row.geometry))
+        sid = _feature_id(row, gdf.columns, i, len(gdf))
+        check_site_id(sid, f"AOI feature {i + 1}")
+        where = f"AOI feature {i + 1} ({sid})"
+        if sid in seen:
+            raise InvalidAOIError(f"AOI site id {sid!r} is used twice; give each feature its own site_id")
+        seen.add(sid)
+        if not isinstance(row.geometry, BaseGeometry):  # a null geometry (None, or NaN from pandas)
+            raise InvalidAOIError(f"{where} has no geometry; give it a Polygon or remove it")
+        out.append((sid, check_polygon(row.geometry, where)))
     return out
+
+
+def _feature_id(row: Any, columns: Any, i: int, n: int) -> str:
+    """The feature's ``site_id`` as given; else its ``name`` made into an id; else ``aoi`` / ``aoi-N``."""
+    if "site_id" in columns and isinstance(row.get("site_id"), str) and row["site_id"].strip():
+        return str(row["site_id"]).strip().lower().replace(" ", "-")
+    if "name" in columns and isinstance(row.get("name"), str):
+        slug = re.sub(r"[^a-z0-9-]+", "-", row["name"].strip().lower()).strip("-")[:63]
+        if slug:
+            return slug
+    return "aoi" if n == 1 else f"aoi-{i + 1}"
 
 
 # ----------------------------------------------------------------------------------------------- tiles
@@ -140,9 +158,8 @@ def _run_key(sites: Sequence[tuple[str, BaseGeometry]], settings: Settings, extr
 
 
 def _write_atomic(gdf: gpd.GeoDataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    gdf.to_parquet(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        gdf.to_parquet(tmp)
 
 
 def _read_piece(path: Path) -> gpd.GeoDataFrame:
@@ -203,7 +220,7 @@ def scan(
     tiles_dir.mkdir(parents=True, exist_ok=True)
     manifest = run_dir / "manifest.json"
     if not manifest.exists():
-        manifest.write_text(json.dumps({"sites": [s for s, _ in sites], "params_hash": params_hash(settings),
+        write_text_atomic(manifest, json.dumps({"sites": [s for s, _ in sites], "params_hash": params_hash(settings),
                                         **extra}, indent=2) + "\n")
     plan = [(sid, tiles_for_aoi(geom, tile_px, overlap_px, res)) for sid, geom in sites]
     cfg = dask_settings(settings, scheduler)

@@ -41,6 +41,7 @@ from shapely.geometry.base import BaseGeometry
 
 import pipeline
 from pipeline.config import Settings, params_hash
+from pipeline.errors import DetectionError
 from pipeline.flag import FLAG_COLUMNS, empty_flags, flag_id
 from pipeline.scan.tiling import TileSpec, zone_strip
 
@@ -116,7 +117,7 @@ def clip_to_core(flags: gpd.GeoDataFrame, tile: TileSpec) -> gpd.GeoDataFrame:
     if out.empty:
         return out
     if out.crs is None or out.crs.to_epsg() != tile.epsg:
-        raise ValueError(f"flags must be in the tile's CRS EPSG:{tile.epsg}, got {out.crs}")
+        raise DetectionError(f"tile {tile.tile_id}: flags must be in the tile's CRS EPSG:{tile.epsg}, got {out.crs}")
     clipped = _core_geoms(np.asarray(out.geometry.values, dtype=object), tile)
     if clipped is None:
         return out

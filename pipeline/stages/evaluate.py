@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline._files import atomic_path, write_json_atomic
 from pipeline.config import Settings, load_settings
 from pipeline.errors import ConfigError
 from pipeline.evaluate.metrics import Scores, pixel_scores, rate
@@ -110,11 +110,8 @@ def run(
         "per_site": per_site,
     }
     metrics = _round(metrics)
-    Path(metrics_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(metrics_out).write_text(json.dumps(metrics, indent=2) + "\n")
-    pr_out = Path(pr_out)
-    pr_out.parent.mkdir(parents=True, exist_ok=True)
-    with pr_out.open("w", newline="") as fh:
+    write_json_atomic(metrics_out, metrics, indent=2)  # a killed run never leaves half a metrics file
+    with atomic_path(pr_out) as tmp, tmp.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["threshold", "precision", "recall"])
         for t, (tp, nf, found, nt) in zip(THRESHOLDS, curve):
