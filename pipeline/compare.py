@@ -11,9 +11,9 @@ Two ways through it:
 * :func:`compare_band_folders` (``compare --blockwise``): two folders of single-band files in one projected
   (UTM) CRS, e.g. two whole Sentinel-2 granules, screened block by block (memory flat with the area) by
   :func:`pipeline.scan.learned.scan_pair_files_unet` (the spatial model, the learned chain that runs block
-  by block) where one fits the bands, else :func:`pipeline.scan.pair_files.scan_pair_files` (the CVA +
-  Otsu chain). ``compare`` takes this way by itself for band folders larger than
-  :data:`IN_MEMORY_MAX_PX` (:func:`too_large_for_memory`).
+  by block; the best cross-validated one that fits the bands) where one fits, else
+  :func:`pipeline.scan.pair_files.scan_pair_files` (the CVA + Otsu chain). ``compare`` takes this way by
+  itself for band folders larger than :data:`IN_MEMORY_MAX_PX` (:func:`too_large_for_memory`).
 
 Scene dates come from well-known TIFF tags or a ``YYYYMMDD`` / ``YYYY-MM-DD`` in the file/folder names;
 unknown dates give ``null`` ``appeared_after``/``appeared_before``.
@@ -168,8 +168,8 @@ def compare_band_folders(
 
     Each folder holds ``*_Bxx.tif|jp2`` files (L2A digital numbers, 0 = no data, divided by 10000 as read:
     ``BOA_ADD_OFFSET`` is not applied, so both dates should share a processing baseline) in one projected
-    (UTM) CRS, B02, B03 and B04 at least; ``bands`` picks a subset. The chain: the spatial model of the
-    richest band set both folders cover (:func:`pipeline.scan.learned.scan_pair_files_unet`; the pixel
+    (UTM) CRS, B02, B03 and B04 at least; ``bands`` picks a subset. The chain: the best cross-validated
+    spatial model whose bands both folders cover (:func:`pipeline.scan.learned.scan_pair_files_unet`; the pixel
     classifier needs the whole scene in memory, so it never runs here), else, or with
     ``detect.pair_method: cva``, the CVA chain (:func:`pipeline.scan.pair_files.scan_pair_files`, which
     needs B08 too, with its default :class:`~pipeline.scan.pair_files.BlockPlan`).

@@ -138,22 +138,32 @@ def test_detect_pair_runs_the_ensemble_where_it_scored_highest(tmp_path, monkeyp
     assert best_learned_chain(bands) == ("lgbm", "s2-4")  # a worse cross-validation: not chosen
 
 
-def test_thirteen_bands_run_the_shipped_ensemble() -> None:
-    """The shipped sidecars: the 13-band ensemble cross-validated above both its members, so detect_pair runs
-    it on L1C pairs (and the block path, which cannot hold the pixel classifier, the 13-band spatial model)."""
+def test_sentinel2_pairs_run_the_best_shipped_chain() -> None:
+    """The shipped sidecars decide: both ensembles cross-validated above their members; the 10-band one
+    (U-Net s2-10 + LightGBM s2-6) scored highest, so it runs wherever its bands are (L1C's 13, L2A's 12) and
+    its U-Net is the block path's model there; 6 bands keep the pixel classifier, true colour the RGB model."""
     from pipeline.config import DetectSettings
+    from pipeline.detect.ensemble import choose_band_set as choose_ensemble
     from pipeline.detect.ensemble import load_ensemble_meta
     from pipeline.detect.features import BAND_SETS
     from pipeline.detect.pair import best_learned_chain, detect_pair
-    from pipeline.detect.unet import choose_band_set
+    from pipeline.detect.unet import choose_band_set, load_unet_meta
     from tests.test_learned import _scene
 
+    for name in ("s2-13", "s2-10"):
+        meta = load_ensemble_meta(name)
+        assert 0.0 < meta["weight_unet"] < 1.0
+        assert meta["cv"]["micro_f1"] > max(v["micro_f1"] for v in meta["fixed_weight"].values())
+    assert load_ensemble_meta("s2-10")["cv"]["micro_f1"] > load_ensemble_meta("s2-13")["cv"]["micro_f1"]
+    assert load_unet_meta("s2-10")["cv"]["micro_f1"] > load_unet_meta("s2-13")["cv"]["micro_f1"]
+    l2a = [b for b in BAND_SETS["s2-13"] if b != "B10"]
+    for bands in (list(BAND_SETS["s2-13"]), l2a, list(BAND_SETS["s2-10"])):
+        assert choose_ensemble(bands) == "s2-10" and choose_band_set(bands) == "s2-10"
+        assert best_learned_chain(bands) == ("ensemble", "s2-10")
+    assert best_learned_chain(list(BAND_SETS["s2-6"])) == ("lgbm", "s2-6")
+    assert choose_band_set(list(BAND_SETS["s2-6"])) == "rgb"  # the block path's model for 6 bands
+    assert best_learned_chain(["B02", "B03", "B04"]) == ("unet", "rgb")
     bands = BAND_SETS["s2-13"]
-    meta = load_ensemble_meta("s2-13")
-    assert 0.0 < meta["weight_unet"] < 1.0
-    assert meta["cv"]["micro_f1"] > max(v["micro_f1"] for v in meta["fixed_weight"].values())
-    assert best_learned_chain(list(bands)) == ("ensemble", "s2-13")
-    assert choose_band_set(list(bands)) == "s2-13"
     det = detect_pair(_scene(bands, False, 0, 96), _scene(bands, True, 1, 96), DetectSettings())
-    assert det.attrs["method"] == "pair-ensemble-s2-13+cva"
+    assert det.attrs["method"] == "pair-ensemble-s2-10+cva"
     assert det["change"].values[20:40, 20:40].mean() > 0.8 and det["change"].values[50:, 50:].mean() < 0.05

@@ -37,7 +37,7 @@ _HELP = (
     "by confidence.\n\n"
     "**Whole granules** (`--blockwise`, taken by itself for band folders above 25 Mpx): two folders of "
     "band files in one UTM CRS (B02, B03, B04 at least) are screened block by block with the spatial model "
-    "of their richest band set (or CVA + Otsu with `detect.pair_method: cva`), memory flat with the area "
+    "that scored best for their bands (or CVA + Otsu with `detect.pair_method: cva`), memory flat with the area "
     "(no `--change-raster`; BOA_ADD_OFFSET is not applied).\n\n"
     "Example: compoundwatch compare imgs_1/ imgs_2/ --out flags.geojson --change-raster change.tif"
 )

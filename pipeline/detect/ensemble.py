@@ -51,16 +51,21 @@ def ensemble_band_sets(model_dir: str | Path | None = None) -> list[str]:
 
 
 def choose_band_set(bands: list[str], model_dir: str | Path | None = None) -> str | None:
-    """The richest ensemble whose two members' bands ``bands`` cover, or None."""
+    """Of the ensembles whose two members' bands ``bands`` cover, the one with the highest cross-validated
+    micro-F1 (the richest on ties), or None."""
     from pipeline.detect.features import BAND_SETS
     from pipeline.detect.unet_input import UNET_BAND_SETS
 
     have = set(bands)
+    best: tuple[float, str] | None = None
     for name in ensemble_band_sets(model_dir):
-        members = load_ensemble_meta(name, model_dir)["members"]
+        meta = load_ensemble_meta(name, model_dir)
+        members = meta["members"]
         if set(UNET_BAND_SETS[members["unet"]]) <= have and set(BAND_SETS[members["lgbm"]]) <= have:
-            return name
-    return None
+            f1 = float(meta["cv"]["micro_f1"])
+            if best is None or f1 > best[0]:
+                best = (f1, name)
+    return None if best is None else best[1]
 
 
 def detect_pair_ensemble(

@@ -207,8 +207,13 @@ def from_model_grid(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def choose_band_set(bands: list[str], model_dir: str | Path | None = None) -> str | None:
-    """The richest shipped model's band set that ``bands`` cover, or None."""
-    return choose_unet_band_set(bands, unet_band_sets(model_dir))
+    """Of the shipped models whose bands ``bands`` cover, the one with the highest cross-validated OSCD
+    micro-F1 (sidecar ``cv.micro_f1``; the richest on ties or without one), or None."""
+    fits = [bs for bs in unet_band_sets(model_dir) if choose_unet_band_set(bands, [bs]) == bs]
+    if not fits:
+        return None
+    scores = {bs: float((load_unet_meta(bs, model_dir).get("cv") or {}).get("micro_f1", 0.0)) for bs in fits}
+    return max(fits, key=lambda bs: scores[bs])  # max keeps the first (richest) of equal scores
 
 
 def pair_probability(
