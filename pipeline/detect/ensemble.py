@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from pipeline.detect.threshold import probability_confidence
 from pipeline.errors import DetectionError
 
 __all__ = ["ensemble_band_sets", "load_ensemble_meta", "choose_band_set", "detect_pair_ensemble", "METHOD_PREFIX"]
@@ -81,7 +80,7 @@ def detect_pair_ensemble(
     ``band_set`` and ``shift_px`` (the pixel classifier's co-registration shift, pixels).
     """
     from pipeline.detect.learned import LearnedDetector, adaptive_threshold
-    from pipeline.detect.unet import pair_probability
+    from pipeline.detect.unet import pair_probability, probability_detection
 
     meta = load_ensemble_meta(band_set, model_dir)
     w = float(meta["weight_unet"])
@@ -91,16 +90,6 @@ def detect_pair_ensemble(
     prob = np.where(valid, w * p_unet + (1.0 - w) * p_lgbm, 0.0).astype(np.float32)
     rule = meta.get("adaptive_threshold")
     thr = adaptive_threshold(prob, valid, rule) if rule else float(meta["threshold"])
-    change = (prob >= thr) & valid
-    dims = ("y", "x")
-    return xr.Dataset(
-        {
-            "change": (dims, change),
-            "score": (dims, prob),
-            "valid": (dims, valid),
-            "confidence": (dims, probability_confidence(prob, thr) * change),
-        },
-        coords={"y": before["y"].values, "x": before["x"].values},
-        attrs={"threshold": thr, "method": f"{METHOD_PREFIX}-{band_set}", "weight_unet": w,
-               "band_set": band_set, "shift_px": info["shift_px"]},
-    )
+    return probability_detection(prob, valid, thr, before, {
+        "method": f"{METHOD_PREFIX}-{band_set}", "weight_unet": w, "band_set": band_set,
+        "shift_px": info["shift_px"]})

@@ -35,7 +35,8 @@ from pipeline.errors import BandError, DetectionError
 
 __all__ = [
     "UnetModel", "load_unet", "load_unet_meta", "unet_band_sets", "unet_probability", "block_windows",
-    "resample_factor", "to_model_grid", "from_model_grid", "pair_probability", "detect_pair_unet", "choose_band_set",
+    "resample_factor", "to_model_grid", "from_model_grid", "pair_probability", "probability_detection",
+    "detect_pair_unet", "choose_band_set",
     "MODEL_PACKAGE", "MODEL_PIXEL_M", "DEFAULT_BLOCK", "DEFAULT_HALO",
 ]
 
@@ -270,17 +271,25 @@ def detect_pair_unet(
         cross-validation over cities), ``method`` (``pair-unet-<band set>``), ``band_set``, ``pixel_m``.
     """
     prob, valid, model = pair_probability(before, after, band_set, pixel_m=pixel_m, model_dir=model_dir)
-    thr = model.threshold
-    change = (prob >= thr) & valid
+    return probability_detection(prob, valid, model.threshold, before, {
+        "method": f"pair-unet-{band_set}", "band_set": band_set,
+        "pixel_m": float(pixel_m) if pixel_m else MODEL_PIXEL_M})
+
+
+def probability_detection(
+    prob: np.ndarray, valid: np.ndarray, threshold: float, like: xr.DataArray, attrs: dict[str, Any]
+) -> xr.Dataset:
+    """A pair detection from a change probability ``(y, x)`` cut at ``threshold``: ``change``, ``score``
+    (the probability), ``valid`` and ``confidence`` on ``like``'s ``y``/``x``; attrs ``threshold`` + ``attrs``."""
+    change = (prob >= threshold) & valid
     dims = ("y", "x")
     return xr.Dataset(
         {
             "change": (dims, change),
-            "score": (dims, prob),
+            "score": (dims, prob.astype(np.float32)),
             "valid": (dims, valid),
-            "confidence": (dims, probability_confidence(prob, thr)),
+            "confidence": (dims, probability_confidence(prob, threshold) * change),
         },
-        coords={"y": before["y"].values, "x": before["x"].values},
-        attrs={"threshold": thr, "method": f"pair-unet-{band_set}", "band_set": band_set,
-               "pixel_m": float(pixel_m) if pixel_m else MODEL_PIXEL_M},
+        coords={"y": like["y"].values, "x": like["x"].values},
+        attrs={"threshold": threshold, **attrs},
     )
