@@ -8,8 +8,8 @@ bands, the one with the highest strict cross-validated micro-F1 over the labelle
 * the spatial model (:mod:`pipeline.detect.unet`: a small Siamese U-Net that sees texture and structure,
   each date normalised on its own; true-colour pairs at any pixel size),
 * the ensemble (:mod:`pipeline.detect.ensemble`: the spatial model's and the pixel classifier's
-  probabilities averaged with a cross-validated weight and one global threshold, united with the extreme
-  CVA changes as below), or
+  probabilities averaged with a cross-validated weight and decision rule, united with the extreme CVA
+  changes as below), or
 * the pixel classifier (:mod:`pipeline.detect.learned`: co-registration, radiometric normalisation,
   gradient-boosted trees on per-pixel features; Sentinel-2 band sets with B08). It is an ensemble: pixels
   whose CVA change is extreme (robust z ≥ :data:`STRONG_Z`) are added, because the classifier, trained on
