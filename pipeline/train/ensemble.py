@@ -166,9 +166,13 @@ def select(maps: Mapping[str, CityMaps], folds: Sequence[Sequence[str]],
 def lgbm_oof(root: Path, band_set: str, cities: Sequence[str], out: Path, threads: int = 1) -> dict[str, Any]:
     """The LightGBM chain's LOCO probability maps of ``cities`` (cached as ``out/<city>.npy``, the selection
     in ``out/selection.json``), formed as :meth:`pipeline.detect.learned.LearnedDetector.probability` forms
-    them, with the training recipe of :mod:`pipeline.train.oscd`."""
+    them, with the shipped models' training recipe (:class:`pipeline.evaluate.oscd.Recipe`, as
+    ``evaluate oscd`` retrains its folds)."""
     from scipy import ndimage
 
+    from pipeline.evaluate.oscd import Recipe
+
+    recipe = Recipe(threads=threads)
     done = out / "selection.json"
     if done.is_file():
         return dict(json.loads(done.read_text()))
@@ -178,10 +182,10 @@ def lgbm_oof(root: Path, band_set: str, cities: Sequence[str], out: Path, thread
     segments: dict[str, np.ndarray] = {}
     labels: dict[str, np.ndarray] = {}
     for bs in members:
-        rng = np.random.default_rng(tr.SEED)
-        data = {c: tr.load_city(root, c, bs, 8000, 16000, rng)[1] for c in cities}
+        rng = np.random.default_rng(recipe.seed)
+        data = {c: tr.load_city(root, c, bs, recipe.n_pos, recipe.n_neg, rng)[1] for c in cities}
         labels = {c: data[c].label for c in cities}
-        probs, _ = tr.loco(root, cities, bs, data, tr.N_TREES, threads,
+        probs, _ = tr.loco(root, cities, bs, data, recipe.n_trees, recipe.threads,
                            segments=segments if bs == band_set else None)
         member_probs.append(probs)
     probs = tr.blend_probs(member_probs) if len(members) > 1 else member_probs[0]
