@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from pipeline.detect.unet import MODEL_PACKAGE
 from pipeline.errors import DetectionError
 
 __all__ = ["ensemble_band_sets", "load_ensemble_meta", "choose_band_set", "detect_pair_ensemble", "METHOD_PREFIX"]
 
-MODEL_PACKAGE = "pipeline.data.unet"
 METHOD_PREFIX = "pair-ensemble"
 
 
