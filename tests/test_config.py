@@ -28,7 +28,7 @@ def _write(tmp_path: Path, data: dict[str, Any] | str) -> Path:
 def test_repository_params_load() -> None:
     s = load_settings(REPO / "params.yaml")
     assert isinstance(s, Settings)
-    assert s.sites == ("arid-compound", "farmland-compound", "town-edge", "control-farmland")
+    assert s.sites == ("arid-compound", "farmland-compound", "town-edge", "control-farmland", "grey-desert")
     assert s.fetch.source is Source.SYNTHETIC
     assert s.fetch.start == dt.date(2020, 6, 1) and s.fetch.end == dt.date(2023, 6, 30)
     assert s.detect.persistence == 0.8 and s.detect.threshold is None

@@ -33,7 +33,7 @@ def _write(tmp_path: Path, *features: dict[str, Any]) -> Path:
 def test_repository_sites() -> None:
     sites = load_sites(REPO / "configs" / "sites.geojson")
     ids = [s.site_id for s in sites]
-    assert ids == ["arid-compound", "farmland-compound", "town-edge", "control-farmland"]
+    assert ids == ["arid-compound", "farmland-compound", "town-edge", "control-farmland", "grey-desert"]
     assert [s.site_id for s in sites if s.control] == ["control-farmland"]
     for s in sites:
         grid = s.grid(10.0)

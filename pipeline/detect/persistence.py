@@ -16,23 +16,32 @@ For each pixel:
    series) this vegetation gate is off.
 5. The threshold is automatic (Otsu on the log score, floored at ``min_score``) unless fixed. The break is
    the first clear date whose own ``z`` and persistent level both pass it.
+6. **Texture**: steps 2-5 run a second time on each date's local contrast (:mod:`pipeline.detect.texture`,
+   noise floored at ``TEXTURE_NOISE_FLOOR``, its own automatic threshold), for buildings whose mean colour
+   is the ground's (grey blocks on grey gravel). Its regions (holes closed, the windows' ring taken off,
+   greening left out as in step 4) join the change; a pixel found only there takes the texture's break date
+   and confidence (its region's median and mean where the closing added it), and a score in units of the
+   spectral threshold.
 
-Steps 1-4 are per pixel and run chunk by chunk on dask arrays (``xarray.apply_ufunc``); only the threshold
-looks at the whole score image, which is a single 2-D float array.
+Steps 1-4 are per pixel and run chunk by chunk on dask arrays (``xarray.apply_ufunc``; the texture windows
+read across chunk borders); only the thresholds and the texture regions look at whole 2-D images.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy import ndimage
 
 from pipeline.config import DetectSettings
 from pipeline.detect.cva import change_features
 from pipeline.detect.indices import has_bands, ndvi
+from pipeline.detect.texture import TEXTURE_NOISE_FLOOR, local_texture, texture_regions
 from pipeline.detect.threshold import otsu_threshold
 from pipeline.errors import DetectionError
 
@@ -91,12 +100,14 @@ def _series_kernel(
     persistence: float,
     min_post_obs: int,
     max_ndvi_gain: float,
+    noise_floor: float = NOISE_FLOOR,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-pixel statistics on one block.
 
     ``feat``: (..., time, feature) float32 with NaN where not clear; ``veg``: (..., time) NDVI.
     Returns ``z`` (..., time), ``level`` (..., time: persistent level of a break at that date, NaN where
-    not a valid candidate) and ``n_post`` (..., time: clear dates from that date on).
+    not a valid candidate) and ``n_post`` (..., time: clear dates from that date on). ``noise_floor``: the
+    smallest noise scale, in the features' units.
     """
     feat = np.moveaxis(feat, (-2, -1), (0, 1))  # (time, feature, ...)
     veg = np.moveaxis(veg, -1, 0)  # (time, ...)
@@ -118,7 +129,7 @@ def _series_kernel(
         scale = nan_lower_quantile(np.stack(near), 0.25)
     else:
         scale = np.full(space, np.nan, "float32")
-    scale = np.fmax(np.nan_to_num(scale, nan=NOISE_FLOOR), NOISE_FLOOR).astype("float32")
+    scale = np.fmax(np.nan_to_num(scale, nan=noise_floor), noise_floor).astype("float32")
 
     # change magnitude of each later date to its closest same-season reference observation
     z = np.full((nt, *space), np.nan, "float32")
@@ -191,6 +202,73 @@ def detect_series(refl: xr.DataArray, clear: xr.DataArray, settings: DetectSetti
         veg = veg.chunk({"time": -1})
     days = np.asarray((times - times[0]).days, dtype="float64")
     doy = np.asarray(times.dayofyear, dtype="float64")
+    kwargs = dict(days=days, doy=doy, is_ref=is_ref, persistence=settings.persistence,
+                  min_post_obs=settings.min_post_obs, max_ndvi_gain=settings.max_ndvi_gain)
+    spec = _channel(feat, veg, settings, kwargs)
+    tex_feat = local_texture(masked).expand_dims(feature=["texture"], axis=-1)
+    if tex_feat.chunks is not None:
+        tex_feat = tex_feat.chunk({"time": -1, "feature": -1})
+    tex = _channel(tex_feat, veg, settings, {**kwargs, "noise_floor": TEXTURE_NOISE_FLOOR})
+    thr = spec.threshold
+
+    # texture regions join the change; pixels found only there take the texture's break and confidence
+    region = texture_regions(tex.change.values) & ~spec.change.values
+    tex_first, tex_conf = tex.first.values.astype("int64"), tex.confidence.values
+    if region.any():  # pixels the closing added take their region's median break and mean confidence
+        labels, n = ndimage.label(region)
+        own = np.where(tex.change.values & region, labels, 0)
+        index = np.arange(1, n + 1)
+        has_own = np.asarray(ndimage.sum_labels(np.ones_like(own), own, index)) > 0
+        with np.errstate(invalid="ignore"):  # a region without own pixels (the closing's only): dropped below
+            med = np.where(has_own, np.asarray(ndimage.median(tex_first, own, index), "float64"), -1)
+            mean_conf = np.where(has_own, np.asarray(ndimage.mean(tex_conf, own, index), "float64"), 0)
+        tex_first = np.where(own > 0, tex_first, np.concatenate([[-1], med.round().astype("int64")])[labels])
+        tex_conf = np.where(own > 0, tex_conf, np.concatenate([[0.0], mean_conf])[labels])
+        region &= (tex_first >= 0) & ~_greened(veg, is_ref, tex_first, region, settings.max_ndvi_gain)
+    region_x = xr.DataArray(region, dims=("y", "x"), coords=spec.change.coords)
+    change = spec.change | region_x
+    break_index = xr.where(spec.change, spec.first, xr.where(region_x, tex_first, -1)).astype("int16")
+    score = xr.where(region_x, np.maximum(spec.score, tex.score * (thr / tex.threshold)), spec.score)
+    score = score.astype("float32")
+    conf = xr.where(spec.change, spec.confidence, xr.where(region_x, tex_conf, 0)).astype("float32")
+    clear_c = clear.compute()
+    # last clear date before the break
+    idx = xr.DataArray(np.arange(times.size), dims="time")
+    before = clear_c & (idx < break_index)
+    after_index = xr.where(change & before.any("time"), (before * idx).max("time"), -1).astype("int16")
+    ds = xr.Dataset(
+        {
+            "change": change,
+            "score": score,
+            "confidence": conf,
+            "break_index": break_index,
+            "after_index": after_index,
+            "clear_fraction": clear_c.mean("time").astype("float32"),
+            "clear": clear_c,
+        },
+        attrs={"threshold": thr, "texture_threshold": tex.threshold, "method": METHOD},
+    )
+    if "scene_id" in keep:
+        ds = ds.assign_coords(scene_id=("time", [str(v) for v in keep["scene_id"].values]))
+    if "spatial_ref" in keep:
+        ds = ds.assign_coords(spatial_ref=keep["spatial_ref"])
+    return ds
+
+
+@dataclass(frozen=True)
+class _Channel:
+    """One channel's result on the ``(y, x)`` grid: ``change``, persistent ``score``, its automatic
+    ``threshold``, the ``first`` date index passing it (0 where none) and the ``confidence`` of changes."""
+
+    change: xr.DataArray
+    score: xr.DataArray
+    threshold: float
+    first: xr.DataArray
+    confidence: xr.DataArray
+
+
+def _channel(feat: xr.DataArray, veg: xr.DataArray, settings: DetectSettings, kwargs: dict[str, Any]) -> _Channel:
+    """Steps 2-5 of the module docstring on the features ``(time, y, x, feature)`` of one channel."""
     z, level, n_post = xr.apply_ufunc(
         _series_kernel,
         feat,
@@ -199,14 +277,7 @@ def detect_series(refl: xr.DataArray, clear: xr.DataArray, settings: DetectSetti
         output_core_dims=[["time"], ["time"], ["time"]],
         dask="parallelized",
         output_dtypes=["float32", "float32", "int16"],
-        kwargs=dict(
-            days=days,
-            doy=doy,
-            is_ref=is_ref,
-            persistence=settings.persistence,
-            min_post_obs=settings.min_post_obs,
-            max_ndvi_gain=settings.max_ndvi_gain,
-        ),
+        kwargs=kwargs,
     )
     z = z.transpose("time", "y", "x")
     level = level.transpose("time", "y", "x")
@@ -219,33 +290,25 @@ def detect_series(refl: xr.DataArray, clear: xr.DataArray, settings: DetectSetti
         thr = float(settings.threshold)
     else:
         thr = otsu_threshold(score.values, floor=settings.min_score)
-
     passes = (level >= thr) & (z >= thr)
-    has_break = passes.any("time")
-    first = passes.argmax("time")
-    change = (has_break & (score >= thr)).compute()
-    break_index = xr.where(change, first, -1).astype("int16").compute()
-    clear_c = clear.compute()
-    # last clear date before the break
-    idx = xr.DataArray(np.arange(times.size), dims="time")
-    before = clear_c & (idx < break_index)
-    after_index = xr.where(change & before.any("time"), (before * idx).max("time"), -1).astype("int16")
-    n_obs = n_post.isel(time=break_index.clip(min=0)).where(change, 0).compute()
+    first = passes.argmax("time").compute()
+    change = (passes.any("time") & (score >= thr)).compute()
+    n_obs = n_post.isel(time=first.where(change, 0)).where(change, 0).compute()
     conf = xr.apply_ufunc(confidence_from_score, score, thr, n_obs).where(change, 0).astype("float32")
-    ds = xr.Dataset(
-        {
-            "change": change,
-            "score": score,
-            "confidence": conf,
-            "break_index": break_index,
-            "after_index": after_index,
-            "clear_fraction": clear_c.mean("time").astype("float32"),
-            "clear": clear_c,
-        },
-        attrs={"threshold": thr, "method": METHOD},
-    )
-    if "scene_id" in keep:
-        ds = ds.assign_coords(scene_id=("time", [str(v) for v in keep["scene_id"].values]))
-    if "spatial_ref" in keep:
-        ds = ds.assign_coords(spatial_ref=keep["spatial_ref"])
-    return ds
+    return _Channel(change, score, thr, first, conf)
+
+
+def _greened(
+    veg: xr.DataArray, is_ref: np.ndarray, first: np.ndarray, where: np.ndarray, max_gain: float
+) -> np.ndarray:
+    """The vegetation gate of the kernel for pixels ``where`` with break ``first``: True where the median NDVI
+    from the break on exceeds the reference median by more than ``max_gain`` (a new field's edge adds texture
+    too, and greening is not construction)."""
+    v = np.asarray(veg.transpose("time", "y", "x").values, "float32")
+    with np.errstate(all="ignore"):
+        ref = np.nanmedian(v[is_ref], axis=0)
+        out = np.zeros(where.shape, bool)
+        for b in np.unique(first[where]):
+            m = where & (first == b)
+            out[m] = (np.nanmedian(v[int(b):], axis=0)[m] - ref[m]) > max_gain
+    return out

@@ -1,9 +1,9 @@
 """Built-in synthetic Sentinel-2 L2A time series with ground truth (the offline default source).
 
 The generator is deterministic for a given seed and site id. It draws a landscape on the site's UTM grid
-(arid soil, seasonal farmland with ploughing, roads, an existing town, water), places walled compounds
-that expand at known dates, and renders one scene per revisit with the confusers real imagery has:
-crop cycles, ploughing, winter snow, clouds with shadows (flagged in SCL, but not perfectly), sensor
+(arid soil, seasonal farmland with ploughing, roads, an existing town, water; :data:`SCENARIOS`), places
+walled compounds that expand at known dates, and renders one scene per revisit with the confusers real
+imagery has: crop cycles, ploughing, winter snow, clouds with shadows (flagged in SCL, but not perfectly), sensor
 noise, sub-pixel misregistration (0.1-0.8 px) and the +1000 DN offset of processing baseline 04.00
 (dates from 2022-01-25 on, recorded in ``boa_add_offset``).
 
@@ -25,7 +25,7 @@ from pipeline.errors import ConfigError, InvalidAOIError
 from pipeline.fetch import FetchRequest
 from pipeline.fetch._cube import build_cube
 
-__all__ = ["SyntheticFetcher", "TruthPolygon", "BASELINE_04_DATE", "SPECTRA"]
+__all__ = ["SyntheticFetcher", "TruthPolygon", "BASELINE_04_DATE", "SPECTRA", "SCENARIOS"]
 
 BASELINE_04_DATE = dt.date(2022, 1, 25)
 _BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
@@ -46,7 +46,20 @@ SPECTRA: dict[str, tuple[float, ...]] = {
     "cleared": (0.17, 0.19, 0.23, 0.28, 0.30, 0.31, 0.32, 0.33, 0.34, 0.34, 0.06, 0.41, 0.37),
     "snow": (0.85, 0.86, 0.85, 0.84, 0.82, 0.80, 0.78, 0.76, 0.74, 0.70, 0.10, 0.10, 0.08),
     "cloud": (0.60, 0.62, 0.62, 0.63, 0.63, 0.63, 0.64, 0.64, 0.64, 0.60, 0.30, 0.55, 0.45),
+    "gravel": (0.19, 0.20, 0.21, 0.22, 0.23, 0.235, 0.24, 0.245, 0.25, 0.25, 0.04, 0.27, 0.25),
 }
+
+#: Landscapes of the synthetic scenes (a site's ``scenario``):
+#: ``arid`` plain with roads; ``farmland`` seasonal fields, ploughing and a lake; ``town`` an existing town
+#: with trees; ``control`` farmland and town with an unchanging compound and no construction (must stay
+#: unflagged); ``grey-desert`` a large compound of grey blocks built on rough grey gravel, the case that
+#: per-pixel change vectors do not solve: the compound's mean spectrum equals the desert's (within ~3 %), only
+#: its structure changes (rows of roofs 25-35 % brighter than the gravel, their shadows 30 % darker, yards 5 %
+#: darker: as large as the differences the gravel's own fine texture gives under sub-pixel misregistration).
+SCENARIOS: tuple[str, ...] = ("arid", "farmland", "town", "control", "grey-desert")
+#: Brightness of a grey-desert compound's parts relative to the gravel (yard, roof, second roof, wall, shadow):
+#: 55 % yards, 30 % roofs, 15 % shadows average to 1.02 of the gravel.
+_GREY_MIX = (0.95, 1.35, 1.25, 1.05, 0.7)
 
 # SCL classes used by the renderer.
 SCL_SHADOW, SCL_VEG, SCL_BARE, SCL_WATER, SCL_CLOUD_MED, SCL_CLOUD_HIGH, SCL_SNOW = 3, 4, 5, 6, 8, 9, 11
@@ -162,10 +175,13 @@ class SyntheticFetcher:
     def _landscape(self, request: FetchRequest, rng: np.random.Generator, dates: list[dt.date]) -> _Landscape:
         h, w = request.grid.shape
         scen = request.scenario
+        if scen not in SCENARIOS:
+            raise ConfigError(f"unknown synthetic scenario {scen!r}; use one of {', '.join(SCENARIOS)}")
         cover = np.zeros((h, w), np.int8)
         field_id = np.full((h, w), -1, np.int32)
         texture = 1.0 + 0.06 * _smooth_noise(rng, (h, w), 6) + 0.02 * rng.standard_normal((h, w))
-
+        if scen == "grey-desert":  # rough gravel: fine texture, as strong as a compound's yards
+            texture = 1.0 + 0.05 * _smooth_noise(rng, (h, w), 6) + 0.06 * _smooth_noise(rng, (h, w), 0.7)
 
         # farmland: a patchwork of fields over part of the scene
         if scen in ("farmland", "control", "town"):
@@ -215,6 +231,8 @@ class SyntheticFetcher:
         if scen == "control":
             # an existing, unchanging compound
             self._place(land, rng, dates, n_expansions=0, existing=True, new_ones=0)
+        elif scen == "grey-desert":  # one large new compound (~20-35 ha), nothing else
+            self._place(land, rng, dates, n_expansions=0, existing=False, new_ones=1, new_size=((40, 55), (50, 70)))
         else:
             self._place(land, rng, dates, n_expansions=2, existing=True, new_ones=1)
         return land
@@ -227,8 +245,10 @@ class SyntheticFetcher:
         n_expansions: int,
         existing: bool,
         new_ones: int,
+        new_size: tuple[tuple[int, int], tuple[int, int]] = ((12, 20), (14, 24)),
     ) -> None:
-        """Place compounds: an existing core with ``n_expansions`` additions, plus ``new_ones`` new compounds."""
+        """Place compounds: an existing core with ``n_expansions`` additions, plus ``new_ones`` new compounds
+        of ``new_size`` ((min, max) rows, (min, max) columns, pixels)."""
         h, w = land.cover.shape
         first_ok = next((i for i, d in enumerate(dates) if d >= dates[0] + dt.timedelta(days=400)), None)
         last_ok = len(dates) - 6
@@ -289,7 +309,7 @@ class SyntheticFetcher:
                 land.compounds.append(TruthPolygon(f"T{n_truth + 1}", rows, cols, idx, "expansion"))
                 n_truth += 1
         for _ in range(new_ones):
-            ph, pw = int(rng.integers(12, 20)), int(rng.integers(14, 24))
+            ph, pw = int(rng.integers(*new_size[0])), int(rng.integers(*new_size[1]))
             r0, c0 = pick(ph, pw)
             occupied[r0 - 4 : r0 + ph + 4, c0 - 4 : c0 + pw + 4] = True
             idx = when()
@@ -305,13 +325,16 @@ class SyntheticFetcher:
 
     # -- rendering ----------------------------------------------------------------------------------
     @staticmethod
-    def _compound_pattern(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-        """Per-pixel mixture index for a compound block: 0 concrete yard, 1 blue roof, 2 grey roof, 3 wall."""
+    def _compound_pattern(shape: tuple[int, int], rng: np.random.Generator, shadows: bool = False) -> np.ndarray:
+        """Per-pixel mixture index for a compound block: 0 concrete yard, 1 blue roof, 2 grey roof, 3 wall,
+        4 a building's shadow (the row north of it; only with ``shadows``)."""
         h, w = shape
         pat = np.zeros((h, w), np.int8)
         for r in range(2, h - 2, 4):
             for c in range(2, w - 2, 5):
                 pat[r : min(r + 2, h - 2), c : min(c + 3, w - 2)] = 1 + int(rng.integers(0, 2))
+                if shadows:
+                    pat[r - 1, c : min(c + 3, w - 2)] = 4
         pat[0, :] = pat[-1, :] = pat[:, 0] = pat[:, -1] = 3
         return pat
 
@@ -337,8 +360,13 @@ class SyntheticFetcher:
             blocks.append((rr, cc, -1))
         for tp in land.compounds:
             blocks.append((tp.rows, tp.cols, tp.first_index))
-        patterns = [self._compound_pattern((b[0][1] - b[0][0], b[1][1] - b[1][0]), rng) for b in blocks]
+        grey = request.scenario == "grey-desert"
+        patterns = [self._compound_pattern((b[0][1] - b[0][0], b[1][1] - b[1][0]), rng, shadows=grey)
+                    for b in blocks]
         mix = [spec["concrete"], spec["roof_blue"], spec["roof_grey"], spec["concrete"] * 1.05]
+        if grey:  # the compound's parts are the gravel's own spectrum, brighter or darker
+            mix = [spec["gravel"] * k for k in _GREY_MIX]
+            spec["arid"] = spec["gravel"]
 
         base = np.broadcast_to(spec["arid"][:, None, None], (nb, h, w)).copy()
         cov = land.cover
