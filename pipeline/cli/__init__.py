@@ -26,6 +26,7 @@ from pipeline.cli import evaluate as _evaluate
 from pipeline.cli import scan as _scan
 from pipeline.cli import sites as _sites
 from pipeline.cli import stages as _stages
+from pipeline.cli import watch as _watch
 from pipeline.cli._common import err_console
 from pipeline.errors import CompoundwatchError
 
@@ -106,6 +107,7 @@ _evaluate.register(app)
 _scan.register(app)
 _compare.register(app)
 _sites.register(app)
+_watch.register(app)
 
 
 def main() -> None:
