@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 
 from pipeline.cli._common import Layout, console
 from pipeline.cli._project import project_lock
 from pipeline.cli.demo import ProjectOpt, VerboseOpt, _check_project, _install_params, _repro_cleared, _validate
-from pipeline.config import DEFAULT_PARAMS, load_settings
+from pipeline.config import DEFAULT_PARAMS, load_settings, settings_from_dict
 from pipeline.errors import ConfigError
 
 __all__ = ["watch", "register", "DEFAULT_STATE"]
@@ -61,6 +62,7 @@ def _move_end(project: Path, end: dt.date) -> None:
     if end == settings.fetch.end:
         return
     text = with_fetch_end(params.read_text(encoding="utf-8"), end)
+    settings_from_dict(yaml.safe_load(text) or {}, origin=f"{params} with fetch.end {end}")  # errors name params.yaml
     with tempfile.TemporaryDirectory() as tmp:
         new = Path(tmp) / DEFAULT_PARAMS.name
         new.write_text(text, encoding="utf-8")
