@@ -101,10 +101,17 @@ class FetchSettings(_Section):
 
 
 class SyntheticSettings(_Section):
-    """The built-in scene generator: seed and revisit interval in days."""
+    """The built-in scene generator: seed and revisit interval in days.
+
+    ``horizon``: the date up to which the synthetic world is planned (acquisition dates, compounds and their
+    construction dates); the cube holds the dates up to ``fetch.end``. With a horizon later than
+    ``fetch.end``, moving ``fetch.end`` forward adds new scenes and keeps every earlier scene identical: the
+    offline way to simulate new imagery (``compoundwatch watch --end``). ``null``: planned up to ``fetch.end``.
+    """
 
     seed: int = 42
     revisit_days: int = Field(30, ge=5, le=120)
+    horizon: dt.date | None = None
 
 
 class TileSettings(_Section):
@@ -332,6 +339,10 @@ class Settings(_Section):
     def _source_section(self) -> Settings:
         if self.fetch.source is Source.LOCAL and self.local is None:
             raise ValueError("fetch.source is 'local' but there is no `local:` section with the scenes' path")
+        horizon = self.synthetic.horizon
+        if horizon is not None and horizon < self.fetch.end:
+            raise ValueError(f"synthetic.horizon ({horizon}) is before fetch.end ({self.fetch.end}): the synthetic "
+                             "world is planned up to its horizon; move the horizon later or the end earlier")
         return self
 
 

@@ -2,15 +2,18 @@
 
 Each feature needs a ``site_id`` property (lowercase letters, digits and hyphens, unique) and a Polygon or
 MultiPolygon geometry. Optional properties: ``name``, ``control`` (true where no construction is expected)
-and ``scenario`` (landscape of the built-in synthetic scenes: arid, farmland, town).
+and ``scenario`` (landscape of the built-in synthetic scenes: arid, farmland, town). Every other property
+(e.g. a watchlist's ``tier``, ``buildings_<year>``, ``source_properties``: ``compoundwatch sites import``)
+is kept, unchanged, in :attr:`Site.attributes`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
@@ -32,6 +35,7 @@ MAX_SITE_WIDTH_DEG = 6.0
 #: Largest site grid in pixels: a site is fetched and held as one cube (dates × bands × pixels) in memory;
 #: 4 Mpx is 20 km × 20 km at 10 m (the built-in sites are under 0.2 Mpx). Wider areas: ``compoundwatch scan``.
 MAX_SITE_PX = 4_000_000
+_OWN_KEYS = frozenset({"site_id", "name", "control", "scenario"})
 
 
 def check_site_id(sid: object, where: str) -> str:
@@ -84,13 +88,15 @@ def check_polygon(geom: BaseGeometry, where: str) -> BaseGeometry:
 
 @dataclass(frozen=True)
 class Site:
-    """One area of interest: id, display name, WGS84 polygon and flags for control/synthetic scenario."""
+    """One area of interest: id, display name, WGS84 polygon and flags for control/synthetic scenario;
+    ``attributes``: the sites file's other properties (a watchlist's source attributes), as read."""
 
     site_id: str
     name: str
     geometry: BaseGeometry
     control: bool = False
     scenario: str = "arid"
+    attributes: dict[str, Any] = field(default_factory=dict, hash=False, compare=False, repr=False)
 
     def grid(self, resolution: float = 10.0) -> GridSpec:
         """The site's UTM grid at ``resolution`` metres; :class:`InvalidAOIError` when it is larger than
@@ -152,6 +158,7 @@ def load_sites(path: str | Path) -> list[Site]:
                 geometry=geom,
                 control=bool(props.get("control", False)),
                 scenario=str(props.get("scenario", "arid")),
+                attributes={k: v for k, v in props.items() if k not in _OWN_KEYS},
             )
         )
     return sites

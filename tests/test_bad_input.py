@@ -689,6 +689,131 @@ def _stage_during_run(env: Env) -> list[str]:
     return ["fetch", SITE]
 
 
+# ------------------------------------------------------------------------ watchlists (compoundwatch sites import)
+ASPI_LIKE = "Number,Name_Code,Lat,Long,Tier\n1,Alpha Facility #1,43.36,88.30,3\n2,Beta Facility #1,43.40,88.35,N/A\n"
+
+
+def _import(env: Env, name: str, text: str, *more: str, out: Path | None = None) -> list[str]:
+    path = env.file(name, text)
+    return ["sites", "import", str(path), "--out", str(out or env.root / "sites.geojson"), *more]
+
+
+@case("import-missing-list", r"facility list .*nope\.csv not found; give a CSV with longitude/latitude columns")
+def _import_missing(env: Env) -> list[str]:
+    return ["sites", "import", str(env.root / "nope.csv"), "--out", str(env.root / "sites.geojson")]
+
+
+@case("import-no-lonlat-columns", r"list\.csv has no longitude column \(looked for lon, long, longitude, lng, x\); "
+      r"name it with --lon COLUMN")
+def _import_no_lonlat(env: Env) -> list[str]:
+    return _import(env, "list.csv", "name,easting,northing\nA,1,2\n")
+
+
+@case("import-bad-coordinates", r"list\.csv row 2: \(88\.35, 95\.0\) is outside lon -180\.\.180, lat -80\.\.84 .*"
+      r"fix the row, or pass --skip-invalid")
+def _import_bad_coords(env: Env) -> list[str]:
+    return _import(env, "list.csv", ASPI_LIKE.replace("43.40,88.35", "95.0,88.35"))
+
+
+@case("import-where-syntax", r"--where 'Tier >= ': expected a number or quoted text at position 9, got the end")
+def _import_where_syntax(env: Env) -> list[str]:
+    return _import(env, "list.csv", ASPI_LIKE, "--where", "Tier >= ")
+
+
+@case("import-where-unknown-column", r"--where 'Teir >= 3': the list has no column 'Teir'; did you mean 'Tier'")
+def _import_where_column(env: Env) -> list[str]:
+    return _import(env, "list.csv", ASPI_LIKE, "--where", "Teir >= 3")
+
+
+@case("import-where-python", r"--where .*: cannot read the text at position 17 \(\".system\('tou\"\); quote column")
+def _import_where_python(env: Env) -> list[str]:
+    return _import(env, "list.csv", ASPI_LIKE, "--where", "__import__('os').system('touch pwned')")
+
+
+@case("import-all-filtered", r"no site left to write from .*list\.csv \(2 row\(s\): 2 filtered out .*\); loosen")
+def _import_all_filtered(env: Env) -> list[str]:
+    return _import(env, "list.csv", ASPI_LIKE, "--where", "Tier > 10")
+
+
+@case("import-size-too-large", r"--size-m 50000 gives 5000 × 5000 px sites; a site is held as one cube of at most "
+      r"4 Mpx \(20,000 m a side at 10 m\)")
+def _import_too_large(env: Env) -> list[str]:
+    return _import(env, "list.csv", ASPI_LIKE, "--size-m", "50000")
+
+
+@case("import-out-is-folder", r"--out .* is a folder; give a file name")
+def _import_out_folder(env: Env) -> list[str]:
+    (env.root / "outdir").mkdir()
+    return _import(env, "list.csv", ASPI_LIKE, out=env.root / "outdir")
+
+
+@case("import-out-is-the-list", r"--out .*list\.csv is the facility list itself; choose another file")
+def _import_out_input(env: Env) -> list[str]:
+    return _import(env, "list.csv", ASPI_LIKE, out=env.root / "in" / "list.csv")
+
+
+@case("import-not-json", r"list\.geojson is not valid JSON \(.*\); give a GeoJSON FeatureCollection or a CSV")
+def _import_not_json(env: Env) -> list[str]:
+    return _import(env, "list.geojson", "{'single': quotes}")
+
+
+@case("import-unknown-format", r"list\.xlsx: unknown list format '\.xlsx'; give a \.csv .* or a \.geojson file")
+def _import_unknown_format(env: Env) -> list[str]:
+    return _import(env, "list.xlsx", "PK\x03\x04")
+
+
+@case("import-within-a-point", r"--within .*aoi\.geojson: feature 1 is not a Polygon or MultiPolygon")
+def _import_within_point(env: Env) -> list[str]:
+    aoi = env.file("aoi.geojson", json.dumps({"type": "FeatureCollection", "features": [
+        feature({"type": "Point", "coordinates": [88.3, 43.36]})]}))
+    return _import(env, "list.csv", ASPI_LIKE, "--within", str(aoi))
+
+
+# ---------------------------------------------------------------------------------------- compoundwatch watch
+@case("watch-end-not-a-date", r"--end '2023-13-45' is not a date; give YYYY-MM-DD or 'today'")
+def _watch_bad_date(env: Env) -> list[str]:
+    return ["watch", "--end", "2023-13-45"]
+
+
+@case("watch-end-backwards", r"--end 2020-01-01 is before fetch\.end 2022-09-30 of the last run; watch only moves "
+      r"forward")
+def _watch_backwards(env: Env) -> list[str]:
+    return ["watch", "--end", "2020-01-01"]
+
+
+@case("watch-end-past-horizon", r"params\.yaml with fetch\.end 2023-06-30: .*synthetic\.horizon \(2022-10-31\) is "
+      r"before fetch\.end \(2023-06-30\)")
+def _watch_past_horizon(env: Env) -> list[str]:
+    params = yaml.safe_load((env.proj / "params.yaml").read_text())
+    params["synthetic"]["horizon"] = "2022-10-31"
+    (env.proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return ["watch", "--end", "2023-06-30"]
+
+
+@case("watch-no-run-with-end", r"--no-run compares what is already published; drop --end")
+def _watch_no_run_end(env: Env) -> list[str]:
+    return ["watch", "--no-run", "--end", "2023-06-30"]
+
+
+@case("watch-bad-growth", r"--min-growth-m2 must be >= 0 and --min-growth-fraction between 0 and 10, got -5")
+def _watch_bad_growth(env: Env) -> list[str]:
+    return ["watch", "--no-run", "--min-growth-m2", "-5"]
+
+
+@case("watch-broken-pointer", r"published/LATEST names run '0003-2023-06-27', but .*published/0003-2023-06-27 is "
+      r"not there; restore the run folder, or delete .*LATEST")
+def _watch_broken_pointer(env: Env) -> list[str]:
+    (env.proj / "published").mkdir()
+    (env.proj / "published" / "LATEST").write_text("0003-2023-06-27\n")
+    return ["watch", "--no-run"]
+
+
+@case("watch-not-a-project", "has no dvc.yaml; run from the compoundwatch project root or pass -C")
+def _watch_not_project(env: Env) -> list[str]:
+    (env.root / "elsewhere").mkdir()
+    return ["watch", "-C", str(env.root / "elsewhere")]
+
+
 # ------------------------------------------------------------------------------------------- the runner
 def _snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))

@@ -24,7 +24,9 @@ from pipeline.cli import compare as _compare
 from pipeline.cli import demo as _demo
 from pipeline.cli import evaluate as _evaluate
 from pipeline.cli import scan as _scan
+from pipeline.cli import sites as _sites
 from pipeline.cli import stages as _stages
+from pipeline.cli import watch as _watch
 from pipeline.cli._common import err_console
 from pipeline.errors import CompoundwatchError
 
@@ -104,6 +106,8 @@ _stages.register(app)
 _evaluate.register(app)
 _scan.register(app)
 _compare.register(app)
+_sites.register(app)
+_watch.register(app)
 
 
 def main() -> None:

@@ -67,7 +67,8 @@ def make_fetcher(settings: Settings) -> Fetcher:
     if source is Source.SYNTHETIC:
         from pipeline.fetch.synthetic import SyntheticFetcher
 
-        return SyntheticFetcher(seed=settings.synthetic.seed, revisit_days=settings.synthetic.revisit_days)
+        syn = settings.synthetic
+        return SyntheticFetcher(seed=syn.seed, revisit_days=syn.revisit_days, horizon=syn.horizon)
     if source is Source.SENTINELHUB:
         from pipeline.fetch.sentinelhub import SentinelHubFetcher
 

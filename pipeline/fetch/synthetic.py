@@ -111,18 +111,22 @@ def _dates(start: dt.date, end: dt.date, revisit_days: int, rng: np.random.Gener
 class SyntheticFetcher:
     """Deterministic synthetic L2A scenes for a site; implements the :class:`~pipeline.fetch.Fetcher` protocol.
 
-    ``seed`` fixes everything; the same (seed, site_id, grid, dates) gives bit-identical cubes.
+    ``seed`` fixes everything; the same (seed, site_id, grid, dates) gives bit-identical cubes. ``horizon``
+    (a date on or after the request's end, or ``None`` = the end): the world (dates, compounds, construction
+    dates) is planned up to it and the cube holds the dates up to the request's end, so a later end adds
+    scenes and leaves the earlier ones bit-identical (simulated new imagery).
     """
 
-    def __init__(self, seed: int = 42, revisit_days: int = 30) -> None:
+    def __init__(self, seed: int = 42, revisit_days: int = 30, horizon: dt.date | None = None) -> None:
         self.seed = seed
         self.revisit_days = revisit_days
+        self.horizon = horizon
 
     # -- public API ---------------------------------------------------------------------------------
     def fetch(self, request: FetchRequest) -> xr.Dataset:
         """Render the scene cube (see :mod:`pipeline.fetch` for the layout) for ``request``."""
         rng, dates, land = self._plan(request)
-        return self._render(request, rng, dates, land)
+        return self._render(request, rng, dates, land, self._visible(request, dates))
 
     def truth(self, request: FetchRequest) -> pd.DataFrame:
         """Ground truth expansions as a GeoDataFrame in the site's UTM CRS.
@@ -136,9 +140,12 @@ class SyntheticFetcher:
         from shapely.geometry import box
 
         _, dates, land = self._plan(request)
+        n_visible = self._visible(request, dates)
         a = request.grid.affine
         rows = []
         for tp in land.compounds:
+            if tp.first_index >= n_visible:
+                continue  # planned after the request's end: not built yet
             (r0, r1), (c0, c1) = tp.rows, tp.cols
             x0, y0 = a * (c0, r0)
             x1, y1 = a * (c1, r1)
@@ -159,16 +166,26 @@ class SyntheticFetcher:
 
     def dates(self, request: FetchRequest) -> list[dt.date]:
         """Acquisition dates the cube will have."""
-        return self._plan(request)[1]
+        dates = self._plan(request)[1]
+        return dates[: self._visible(request, dates)]
 
     # -- planning -----------------------------------------------------------------------------------
     def _rng(self, request: FetchRequest, salt: str = "") -> np.random.Generator:
         key = f"{self.seed}:{request.site_id}:{salt}".encode()
         return np.random.default_rng(list(key))
 
+    @staticmethod
+    def _visible(request: FetchRequest, dates: list[dt.date]) -> int:
+        """How many of the planned ``dates`` the request sees (those up to its end)."""
+        return sum(d <= request.end for d in dates)
+
     def _plan(self, request: FetchRequest) -> tuple[np.random.Generator, list[dt.date], _Landscape]:
+        """The render generator, every planned date (up to the horizon) and the landscape."""
+        if self.horizon is not None and self.horizon < request.end:
+            raise ConfigError(f"synthetic.horizon ({self.horizon}) is before fetch.end ({request.end}); move the "
+                              "horizon later or the end earlier")
         rng = self._rng(request)
-        dates = _dates(request.start, request.end, self.revisit_days, rng)
+        dates = _dates(request.start, self.horizon or request.end, self.revisit_days, rng)
         land = self._landscape(request, rng, dates)
         return self._rng(request, "render"), dates, land
 
@@ -339,12 +356,15 @@ class SyntheticFetcher:
         return pat
 
     def _render(
-        self, request: FetchRequest, rng: np.random.Generator, dates: list[dt.date], land: _Landscape
+        self, request: FetchRequest, rng: np.random.Generator, dates: list[dt.date], land: _Landscape,
+        n_visible: int,
     ) -> xr.Dataset:
+        """Scenes of the first ``n_visible`` of the planned ``dates`` (the static patterns come from all of
+        them, so the scenes do not depend on how many are visible)."""
         h, w = request.grid.shape
         band_idx = [_BANDS.index(b) for b in request.bands]
         spec = {k: np.asarray(v, np.float32)[band_idx] for k, v in SPECTRA.items()}
-        nb, nt = len(band_idx), len(dates)
+        nb, nt = len(band_idx), n_visible
 
         # static patterns
         n_fields = int(land.field_id.max()) + 1
@@ -382,7 +402,7 @@ class SyntheticFetcher:
         scl = np.empty((nt, h, w), np.uint8)
         offsets = np.zeros(nt, np.int16)
         scene_ids = []
-        for t, day in enumerate(dates):
+        for t, day in enumerate(dates[:n_visible]):
             doy = day.timetuple().tm_yday
             img = base.copy()
             # crops: vegetation fraction rises and falls over the growing season; ploughed in autumn
@@ -447,4 +467,4 @@ class SyntheticFetcher:
             scene_ids.append(f"SYN_MSIL2A_{day:%Y%m%d}T050000_{baseline}_{request.site_id}")
 
         attrs = {"source": "synthetic", "seed": self.seed}
-        return build_cube(request, dates, refl, scl, offsets.tolist(), scene_ids, attrs)
+        return build_cube(request, dates[:n_visible], refl, scl, offsets.tolist(), scene_ids, attrs)

@@ -16,6 +16,19 @@ One row per site, geometry = the site polygon (EPSG:4326). Columns:
 - ``construction_ongoing``: ``"yes"`` when flags appeared in ``last_period``, else ``"no"``. The detector
   needs a few clear dates after a change before it calls it (``detect.min_post_obs``), so construction
   begun in the last weeks of the record is not yet counted: read ``"no"`` as "none detected yet".
+
+Then, per calendar year (the run's years, plus any year a watchlist's counts name; the columns an
+ASPI-style analyst compares with):
+
+- ``added_m2_<year>``: built-up area added that year, m² (only with ``period="half-year"``; with ``"year"``
+  it is the per-period column); null for years the run's imagery does not cover (not measured, not zero);
+- ``construction_ongoing_<year>``: ``"yes"`` when flags appeared that year, ``"no"``, null when not covered;
+- ``source_buildings_<year>`` / ``source_construction_ongoing_<year>``: the watchlist's own building counts and
+  0/1 construction flags (site attributes ``buildings_<year>`` / ``construction_ongoing_<year>``, e.g. ASPI's
+  Xinjiang Data Project through ``compoundwatch sites import``), beside ours; only when a site carries them;
+- ``source_tier``: the watchlist's tier (attribute ``tier``), when a site carries one;
+- ``not_measurable``: what 10 m pixels cannot show (:data:`NOT_MEASURABLE`): walls, fences and watchtowers
+  are not measurable, so neither are ASPI's security features; built-up area is, building counts are not.
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ from pipeline.errors import ConfigError
 from pipeline.sites import Site
 
 __all__ = [
+    "NOT_MEASURABLE",
     "Period",
     "period_label",
     "period_labels",
@@ -56,6 +70,9 @@ SUMMARY_BASE_COLUMNS: tuple[str, ...] = (
     "last_period",
     "construction_ongoing",
 )
+
+#: The ``not_measurable`` column's text.
+NOT_MEASURABLE = "walls, fences and watchtowers (not measurable at 10 m); building counts (area only)"
 
 #: A date counts as clear for a site when at least this fraction of its pixels is clear.
 CLEAR_SITE_FRACTION = 0.5
@@ -151,6 +168,15 @@ def site_summary(
     extra = sorted({p for p in frame["period"].dropna() if p not in labels})
     labels = sorted(set(labels) | set(extra))  # labels sort chronologically ("2021H1" < "2021H2" < "2022H1")
 
+    run_years = list(range(start.year, end.year + 1))
+    flag_years = sorted({d.year for d in frame["day"] if d is not None})
+    src_buildings = sorted({int(k[10:]) for st in sites for k in st.attributes if _year_key(k, "buildings_")})
+    src_ongoing = sorted({int(k[21:]) for st in sites for k in st.attributes
+                          if _year_key(k, "construction_ongoing_")})
+    years = sorted(set(run_years) | set(flag_years) | set(src_buildings) | set(src_ongoing))
+    has_tier = any("tier" in st.attributes for st in sites)
+    per_year = frame.assign(year=[d.year if d is not None else None for d in frame["day"]])
+
     rows = []
     for site in sites:
         own = frame[frame["site_id"] == site.site_id]
@@ -172,13 +198,53 @@ def site_summary(
         }
         for label in labels:
             row[f"added_m2_{label}"] = round(float(by_period.get(label, 0.0)), 2)
+        mine = per_year[per_year["site_id"] == site.site_id]
+        by_year = mine.groupby("year")["area_m2"].sum() if len(mine) else pd.Series(dtype=float)
+        for year in years:
+            covered = year in run_years or year in by_year.index
+            added = float(by_year.get(year, 0.0)) if covered else None
+            if period == "half-year":
+                row[f"added_m2_{year}"] = round(added, 2) if added is not None else np.nan
+            row[f"construction_ongoing_{year}"] = None if added is None else ("yes" if added > 0 else "no")
+            if year in src_buildings:
+                row[f"source_buildings_{year}"] = _count(site.attributes.get(f"buildings_{year}"))
+            if year in src_ongoing:
+                row[f"source_construction_ongoing_{year}"] = _count(
+                    site.attributes.get(f"construction_ongoing_{year}"))
+        if has_tier:
+            row["source_tier"] = _count(site.attributes.get("tier"))
+        row["not_measurable"] = NOT_MEASURABLE
         row["geometry"] = site.geometry
         rows.append(row)
-    columns = [*SUMMARY_BASE_COLUMNS, *(f"added_m2_{p}" for p in labels), "geometry"]
+    year_cols: list[str] = []
+    for year in years:
+        if period == "half-year":
+            year_cols.append(f"added_m2_{year}")
+        year_cols.append(f"construction_ongoing_{year}")
+        if year in src_buildings:
+            year_cols.append(f"source_buildings_{year}")
+        if year in src_ongoing:
+            year_cols.append(f"source_construction_ongoing_{year}")
+    columns = [*SUMMARY_BASE_COLUMNS, *(f"added_m2_{p}" for p in labels), *year_cols,
+               *(["source_tier"] if has_tier else []), "not_measurable", "geometry"]
     if not rows:
         empty = {c: pd.Series([], dtype="object") for c in columns if c != "geometry"}
         return gpd.GeoDataFrame(empty, geometry=gpd.GeoSeries([], crs=4326), crs=4326)
     gdf = gpd.GeoDataFrame(rows, columns=columns, geometry="geometry", crs=4326)
     gdf["n_flags"] = gdf["n_flags"].astype("int64")
     gdf["control"] = gdf["control"].astype(bool)
+    for col in columns:
+        if col.startswith(("source_buildings_", "source_construction_ongoing_", "source_tier", "added_m2_")):
+            gdf[col] = pd.to_numeric(gdf[col], errors="coerce").astype("float64")  # counts: NaN = not given
     return gdf
+
+
+def _year_key(key: str, prefix: str) -> bool:
+    return key.startswith(prefix) and len(key) == len(prefix) + 4 and key[len(prefix):].isdigit()
+
+
+def _count(value: Any) -> float:
+    """A watchlist count or 0/1 flag as a float (NaN when missing or not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return float("nan")
+    return float(value)
