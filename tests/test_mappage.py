@@ -508,6 +508,9 @@ def test_flags_table_and_imagery_under_the_flag(published: dict[str, Any], brows
     assert [r[1] for r in rows] == [str(p["rank"]) for p in feats] == ["1", "2", "3"]
     assert {r[2] for r in rows} == {INJECT_SITE}
     assert browser.eval("document.querySelectorAll('#flag-table img, #flag-table script').length") == 0
+    dates_text = browser.eval("Array.from(document.querySelectorAll('#imagery-dates li')).map(li => li.textContent)")
+    assert dates_text == [f"{INJECT_SITE}: before 2021-02-14 (100 % clear) · after 2021-12-11 (100 % clear)"]
+    assert browser.eval("document.querySelectorAll('#imagery-dates *').length") == 1  # text only, no markup
     links = browser.eval(
         "Array.from(document.querySelectorAll('#flag-table tbody tr'))"
         ".map(tr => Array.from(tr.querySelectorAll('a')).map(a => [a.href, a.target, a.rel]))"
@@ -595,5 +598,27 @@ def test_flags_table_and_imagery_under_the_flag(published: dict[str, Any], brows
     assert red[ring].mean() > 0.15
     print(f"imagery under flag: after mean {a.mean():.0f}, before {b.mean():.0f}, colours around "
           f"{colours(after)}/{colours(before)}/{colours(off)}, outline {red[ring].mean():.2f}")
+    problems = _problems(browser.events)
+    assert problems == [], "\n".join(problems)
+
+
+def test_without_imagery_the_basemap_shows(tmp_path: Path, web_dir: Path, browser: Chromium) -> None:
+    """A run published without imagery: the offline basemap (land, sea, borders) under the flags."""
+    run = tiny_run(tmp_path)
+    out = tmp_path / "out"
+    publish_all(run.flags.to_crs(4326), [run.site], run.tiles, out, run.settings, web_dir=web_dir,
+                with_imagery=False)
+    assert not (out / "imagery").exists()
+    browser.open((out / "index.html").as_uri())
+    browser.wait_for("document.body && document.body.dataset.ready === '1'", timeout=45)
+    assert browser.eval("document.body.dataset.imagerySites") == "0"
+    assert browser.eval("document.querySelector('input[name=\"imagery-mode\"]').disabled") is True
+    assert browser.eval("document.body.dataset.tableRows") == "3"
+    _render(browser, "(compoundwatch.map.jumpTo({center: [87.0, 43.0], zoom: 2}), true)")  # central Asia, wide
+    _, rgb = _shot(browser)
+    mapped = rgb[:, PANEL_PX + 10 :]
+    land = (np.abs(mapped - [0xEC, 0xEE, 0xE8]).max(axis=-1) <= 2).mean()
+    sea = (np.abs(mapped - [0xC9, 0xDB, 0xE6]).max(axis=-1) <= 2).mean()
+    assert land > 0.3 and sea > 0.05, (land, sea)  # Eurasia and the oceans around it
     problems = _problems(browser.events)
     assert problems == [], "\n".join(problems)
