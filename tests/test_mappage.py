@@ -587,17 +587,19 @@ def test_flags_table_and_imagery_under_the_flag(published: dict[str, Any], brows
     def colours(img: np.ndarray) -> int:
         return len(np.unique(img[around].reshape(-1, 3), axis=0))
 
-    assert colours(after) > 100 and colours(before) > 100  # measured 178 and 209
-    assert colours(off) < 0.2 * min(colours(after), colours(before))  # measured 13: land, tint, outlines
-    assert after[around].std() > 2 * off[around].std()  # measured 104 and 27
+    assert colours(after) > 100 and colours(before) > 100  # measured 218 and 234 at z 15
+    assert colours(off) < 0.2 * min(colours(after), colours(before))  # measured 19: land, tint, outlines
+    assert after[around].std() > 2 * off[around].std()
     # the flag's outline is drawn on top of the imagery: the confidence colour (#b30000) along its box
     ring = np.zeros(after.shape[:2], bool)
     ring[int(y0) - 3 : int(y1) + 4, int(x0) - 3 : int(x1) + 4] = True
     ring[int(y0) + 4 : int(y1) - 3, int(x0) + 4 : int(x1) - 3] = False
     red = (np.abs(after - [0xB3, 0, 0]).max(axis=-1) < 40)
-    assert red[ring].mean() > 0.15
+    perimeter = 2 * ((x1 - x0) + (y1 - y0))
+    assert red[ring].sum() > 0.8 * perimeter  # the outline goes all round (measured 1.00 perimeters at z 15)
+    assert red[inner].mean() < 0.01  # and the imagery inside is not covered by it
     print(f"imagery under flag: after mean {a.mean():.0f}, before {b.mean():.0f}, colours around "
-          f"{colours(after)}/{colours(before)}/{colours(off)}, outline {red[ring].mean():.2f}")
+          f"{colours(after)}/{colours(before)}/{colours(off)}, outline {red[ring].sum() / perimeter:.2f} perimeters")
     problems = _problems(browser.events)
     assert problems == [], "\n".join(problems)
 

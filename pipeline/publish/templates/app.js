@@ -375,7 +375,7 @@
     selectedRow = tr;
     tr.classList.add('selected');
     var b = tr.cwRow.bbox;
-    if (b && b.length === 4) map.fitBounds(b, { padding: 120, maxZoom: 16 });
+    if (b && b.length === 4) map.fitBounds(b, { padding: 120, maxZoom: 15 });
   }
 
   // ------------------------------------------------------------------ popups (DOM nodes, textContent only)
