@@ -221,7 +221,7 @@ def _warp_level(
 
 def _encode(tile: np.ndarray, fmt: str, **options: Any) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(tile.transpose(1, 2, 0)), mode="RGBA").save(buf, format=fmt, **options)
+    Image.fromarray(np.ascontiguousarray(tile.transpose(1, 2, 0))).save(buf, format=fmt, **options)  # RGBA
     return buf.getvalue()
 
 
