@@ -5,7 +5,9 @@ The browser test opens ``index.html`` from disk in Debian's ``chromium`` (instal
 host name resolving to nothing, drives it over the DevTools protocol on a pipe (no extra packages), and
 checks: no console errors or exceptions, only file:/data:/blob: requests, the number of flags MapLibre
 rendered equals the GeoJSON's, the date filter, the popup (properties and chip), the injection strings
-render as text, and a non-blank screenshot (kept at ``build/test-artifacts/mappage.png``).
+render as text, the flags table (one row per flag, in rank order, sorting, zoom on click, viewer links), and
+the imagery under a flag outline: screenshots of the flag's screen box with the after scene, the before scene
+and no imagery (the after one is kept at ``build/test-artifacts/mappage.png``).
 """
 
 from __future__ import annotations
@@ -28,16 +30,27 @@ import numpy as np
 import pytest
 from _publish_data import SITE_ID, tiny_run
 from PIL import Image
+from shapely.geometry import Point
+from shapely.geometry import shape as shp_shape
 
 from pipeline.errors import InputFileError
 from pipeline.publish.bundle import publish_all
-from pipeline.publish.mappage import install_web_assets, maplibre_dist, safe_json_for_html, write_map_page
+from pipeline.publish.mappage import (
+    flag_table,
+    install_web_assets,
+    maplibre_dist,
+    safe_json_for_html,
+    viewer_links,
+    write_map_page,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 INJECT_SITE = "<script>alert(1)</script>"
 INJECT_PROP = '<img src=x onerror="alert(2)">'
 INJECT_TITLE = "Run </title><script>alert(3)</script> & co"
 SCREENSHOT = REPO / "build" / "test-artifacts" / "mappage.png"
+POPUP_SCREENSHOT = REPO / "build" / "test-artifacts" / "mappage-popup.png"
+PANEL_PX = 420  # width of the side panel (app.css #panel)
 _LOCK = Path(tempfile.gettempdir()) / "compoundwatch-test-installs.lock"
 
 
@@ -152,6 +165,46 @@ def test_output_folder_is_complete_and_self_contained(published: dict[str, Any])
     )
     assert data["flags"] == published["fc"]
     assert data["sites"]["features"][0]["properties"]["name"] == INJECT_SITE
+    # the table rows: one per flag, in rank order, each with viewer links at a point inside the flag
+    rows = data["flag_table"]
+    assert [r["flag_id"] for r in rows] == [f["properties"]["flag_id"] for f in published["fc"]["features"]]
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    for r, f in zip(rows, published["fc"]["features"]):
+        poly = shp_shape(f["geometry"])
+        for url in r["links"].values():
+            lat = float(re.search(r"(?:[?&]lat|mlat)=(-?[0-9.]+)", url)[1])
+            lon = float(re.search(r"(?:[?&]lng|mlon)=(-?[0-9.]+)", url)[1])
+            assert poly.contains(Point(lon, lat)), url
+        assert r["area_m2"] == f["properties"]["area_m2"]
+        assert r["bbox"] == pytest.approx(list(poly.bounds), abs=1e-6)
+    # the imagery of the one site, and its files
+    (im,) = data["imagery"]
+    assert im["site_id"] == SITE_ID and im["script"] == f"imagery/{SITE_ID}.js"
+    assert (out / im["script"]).is_file()
+    assert len(list((out / "imagery" / SITE_ID / "after").rglob("*.png"))) >= 5  # z 10-14
+    assert data["basemap"]["type"] == "FeatureCollection" and len(data["basemap"]["features"]) > 150
+
+
+def test_viewer_links_and_flag_table_rows() -> None:
+    links = viewer_links(88.3125, 43.371)
+    assert links == {
+        "copernicus": "https://browser.dataspace.copernicus.eu/?zoom=16&lat=43.371000&lng=88.312500",
+        "eo_browser": "https://apps.sentinel-hub.com/eo-browser/?zoom=16&lat=43.371000&lng=88.312500",
+        "osm": "https://www.openstreetmap.org/?mlat=43.371000&mlon=88.312500#map=17/43.371000/88.312500",
+    }
+    square = {"type": "Polygon", "coordinates": [[[10, 20], [10.01, 20], [10.01, 20.01], [10, 20.01], [10, 20]]]}
+    fc = {
+        "type": "FeatureCollection",
+        "features": [
+            {"type": "Feature", "properties": {"flag_id": "a", "rank": 1, "site_id": INJECT_SITE}, "geometry": square},
+            {"type": "Feature", "properties": {"flag_id": "b"}, "geometry": None},
+        ],
+    }
+    (row,) = flag_table(fc)
+    assert row["flag_id"] == "a" and row["site_id"] == INJECT_SITE and row["confidence"] is None
+    assert row["bbox"] == [10, 20, 10.01, 20.01]
+    assert 10 < row["lon"] < 10.01 and 20 < row["lat"] < 20.01
+    assert "<" not in safe_json_for_html(row)
 
 
 def test_publish_all_without_flags(tmp_path: Path, web_dir: Path) -> None:
@@ -348,7 +401,11 @@ def test_page_renders_offline_in_headless_chromium(published: dict[str, Any], br
     assert browser.eval("document.title") == INJECT_TITLE
     assert browser.eval("document.querySelector('#sites .site-name').textContent") == INJECT_SITE
     assert browser.eval("document.getElementById('title').textContent") == INJECT_TITLE
-    assert browser.eval("document.scripts.length") == 3
+    # the page's 3 scripts, plus the site's imagery script once MapLibre asked for one of its tiles
+    srcs = browser.eval("Array.from(document.scripts).map(s => s.getAttribute('src'))")
+    imagery_scripts = [x for x in srcs if x is not None and x.startswith("imagery/")]
+    assert [x for x in srcs if x not in imagery_scripts] == [None, "maplibre-gl.js", None]
+    assert set(imagery_scripts) <= {f"imagery/{SITE_ID}.js"} and len(imagery_scripts) <= 1
     assert browser.eval("document.querySelectorAll('img[src=\"x\"]').length") == 0
 
     # the date filter: only the earliest appeared_before left
@@ -360,6 +417,7 @@ def test_page_renders_offline_in_headless_chromium(published: dict[str, Any], br
     )
     assert browser.eval("document.getElementById('date-label').textContent") == dates[0]
     assert browser.eval("document.body.dataset.visibleFlags") == "1"
+    assert browser.eval("document.querySelectorAll('#flag-table tbody tr:not([hidden])').length") == 1
     browser.wait_for(
         f"Number(document.body.dataset.idleCount) > {idle} && document.body.dataset.renderedFlags === '1'"
     )
@@ -400,14 +458,169 @@ def test_page_renders_offline_in_headless_chromium(published: dict[str, Any], br
     browser._read(0.5)
 
     png = browser.screenshot()
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    SCREENSHOT.write_bytes(png)
+    POPUP_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    POPUP_SCREENSHOT.write_bytes(png)
     with Image.open(io.BytesIO(png)) as im:
         rgb = np.asarray(im.convert("RGB"), dtype=float)
     assert rgb.shape == (800, 1280, 3)
-    mapped = rgb[:, 330:]  # right of the side panel
+    mapped = rgb[:, PANEL_PX + 10 :]  # right of the side panel
     assert mapped.std() > 15
     assert len(np.unique(mapped.reshape(-1, 3), axis=0)) > 100
 
+    problems = _problems(browser.events)
+    assert problems == [], "\n".join(problems)
+
+
+def _render(browser: Chromium, action: str) -> None:
+    """Run ``action`` (JavaScript) and wait until the map has rendered it with every tile loaded."""
+    idle = int(browser.eval("document.body.dataset.idleCount"))
+    browser.eval(action)
+    browser.wait_for(
+        f"Number(document.body.dataset.idleCount) > {idle} && !compoundwatch.map.isMoving()"
+        " && compoundwatch.map.areTilesLoaded()",
+        timeout=45,
+    )
+
+
+def _shot(browser: Chromium) -> tuple[bytes, np.ndarray]:
+    png = browser.screenshot()
+    with Image.open(io.BytesIO(png)) as im:
+        return png, np.asarray(im.convert("RGB"), dtype=float)
+
+
+def _table(browser: Chromium) -> list[list[str]]:
+    return browser.eval(
+        "Array.from(document.querySelectorAll('#flag-table tbody tr'))"
+        ".map(tr => [tr.dataset.flagId, tr.cells[0].textContent, tr.cells[1].textContent])"
+    )
+
+
+def test_flags_table_and_imagery_under_the_flag(published: dict[str, Any], browser: Chromium) -> None:
+    feats = [f["properties"] for f in published["fc"]["features"]]
+    n = len(feats)
+    browser.open((published["out"] / "index.html").as_uri())
+    browser.wait_for("document.body && document.body.dataset.ready === '1'", timeout=45)
+
+    # the table lists every flag once, in rank order; site names are text
+    assert browser.eval("document.body.dataset.tableRows") == str(n)
+    rows = _table(browser)
+    assert [r[0] for r in rows] == [p["flag_id"] for p in feats]
+    assert [r[1] for r in rows] == [str(p["rank"]) for p in feats] == ["1", "2", "3"]
+    assert {r[2] for r in rows} == {INJECT_SITE}
+    assert browser.eval("document.querySelectorAll('#flag-table img, #flag-table script').length") == 0
+    dates_text = browser.eval("Array.from(document.querySelectorAll('#imagery-dates li')).map(li => li.textContent)")
+    assert dates_text == [f"{INJECT_SITE}: before 2021-02-14 (100 % clear) · after 2021-12-11 (100 % clear)"]
+    assert browser.eval("document.querySelectorAll('#imagery-dates *').length") == 1  # text only, no markup
+    links = browser.eval(
+        "Array.from(document.querySelectorAll('#flag-table tbody tr'))"
+        ".map(tr => Array.from(tr.querySelectorAll('a')).map(a => [a.href, a.target, a.rel]))"
+    )
+    for row_links in links:
+        hosts = [re.match(r"https://([^/]+)/", h)[1] for h, _, _ in row_links]
+        assert hosts == ["browser.dataspace.copernicus.eu", "apps.sentinel-hub.com", "www.openstreetmap.org"]
+        assert all(t == "_blank" and "noopener" in r for _, t, r in row_links)
+
+    # sorting: area (largest first, then smallest), date (newest first), rank again
+    def order(key: str, reverse: bool) -> list[str]:
+        ranked = sorted(feats, key=lambda p: p["rank"])
+        return [p["flag_id"] for p in sorted(ranked, key=lambda p: p[key], reverse=reverse)]
+
+    def click_head(key: str) -> None:
+        browser.eval(f"document.querySelector('#flag-table th[data-key=\"{key}\"] button').click()")
+
+    click_head("area_m2")
+    assert [r[0] for r in _table(browser)] == order("area_m2", True)
+    assert browser.eval("document.querySelector('th[data-key=\"area_m2\"]').getAttribute('aria-sort')") == (
+        "descending"
+    )
+    click_head("area_m2")
+    assert [r[0] for r in _table(browser)] == order("area_m2", False)
+    click_head("appeared_before")
+    assert [r[0] for r in _table(browser)] == order("appeared_before", True)
+    assert order("appeared_before", True) != order("rank", False)  # the sorts are told apart
+    click_head("rank")
+    assert [r[0] for r in _table(browser)] == order("rank", False)
+
+    # click the first row: the map zooms to that flag and loads the site's imagery
+    _render(browser, "document.querySelector('#flag-table tbody tr').click()")
+    assert browser.eval("document.querySelector('#flag-table tbody tr').classList.contains('selected')")
+    assert int(browser.eval("document.body.dataset.imageryTiles")) > 0
+    assert browser.eval("document.body.dataset.imageryMode") == "after"
+    centre = browser.eval("compoundwatch.map.getCenter().toArray()")
+    west, south, east, north = shp_shape(published["fc"]["features"][0]["geometry"]).bounds
+    assert west < centre[0] < east and south < centre[1] < north
+
+    # the flag's box on screen (map canvas offset by the panel)
+    left = browser.eval("document.getElementById('map').getBoundingClientRect().left")
+    corners = browser.eval(
+        f"[compoundwatch.map.project([{west}, {north}]), compoundwatch.map.project([{east}, {south}])]"
+        ".map(p => [p.x, p.y])"
+    )
+    x0, y0 = corners[0][0] + left, corners[0][1]
+    x1, y1 = corners[1][0] + left, corners[1][1]
+    assert x1 - x0 > 40 and y1 - y0 > 40  # the 120 m flag is drawn large enough to judge
+    inset = 6
+    inner = (slice(int(y0) + inset, int(y1) - inset), slice(int(x0) + inset, int(x1) - inset))
+
+    png_after, after = _shot(browser)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    SCREENSHOT.write_bytes(png_after)
+    _render(browser, "document.querySelector('input[name=\"imagery-mode\"][value=\"before\"]').click()")
+    assert browser.eval("document.body.dataset.imageryMode") == "before"
+    _, before = _shot(browser)
+    _render(browser, "document.querySelector('input[name=\"imagery-mode\"][value=\"none\"]').click()")
+    _, off = _shot(browser)
+
+    # inside the flag (inset past its outline): no imagery is one flat colour; the after scene's roof and
+    # the before scene's soil differ from it everywhere, and from each other by far (the planted change)
+    a, b, o = after[inner], before[inner], off[inner]
+    assert a.shape[0] * a.shape[1] > 900
+    assert o.std(axis=(0, 1)).max() < 1.0
+    flat = np.median(o.reshape(-1, 3), axis=0)
+    for img in (a, b):
+        assert (np.abs(img - flat).max(axis=-1) > 8).mean() > 0.95  # imagery pixels, not the background
+    assert a.mean() - b.mean() > 100  # bright roof after, dark soil before (shared stretch)
+    # around the flag (its box grown by its size): textured imagery after, a flat basemap without it
+    w, h = int(x1 - x0), int(y1 - y0)
+    around = (slice(max(int(y0) - h, 0), int(y1) + h), slice(max(int(x0) - w, PANEL_PX + 1), int(x1) + w))
+
+    def colours(img: np.ndarray) -> int:
+        return len(np.unique(img[around].reshape(-1, 3), axis=0))
+
+    assert colours(after) > 100 and colours(before) > 100  # measured 218 and 234 at z 15
+    assert colours(off) < 0.2 * min(colours(after), colours(before))  # measured 19: land, tint, outlines
+    assert after[around].std() > 2 * off[around].std()
+    # the flag's outline is drawn on top of the imagery: the confidence colour (#b30000) along its box
+    ring = np.zeros(after.shape[:2], bool)
+    ring[int(y0) - 3 : int(y1) + 4, int(x0) - 3 : int(x1) + 4] = True
+    ring[int(y0) + 4 : int(y1) - 3, int(x0) + 4 : int(x1) - 3] = False
+    red = (np.abs(after - [0xB3, 0, 0]).max(axis=-1) < 40)
+    perimeter = 2 * ((x1 - x0) + (y1 - y0))
+    assert red[ring].sum() > 0.8 * perimeter  # the outline goes all round (measured 1.00 perimeters at z 15)
+    assert red[inner].mean() < 0.01  # and the imagery inside is not covered by it
+    print(f"imagery under flag: after mean {a.mean():.0f}, before {b.mean():.0f}, colours around "
+          f"{colours(after)}/{colours(before)}/{colours(off)}, outline {red[ring].sum() / perimeter:.2f} perimeters")
+    problems = _problems(browser.events)
+    assert problems == [], "\n".join(problems)
+
+
+def test_without_imagery_the_basemap_shows(tmp_path: Path, web_dir: Path, browser: Chromium) -> None:
+    """A run published without imagery: the offline basemap (land, sea, borders) under the flags."""
+    run = tiny_run(tmp_path)
+    out = tmp_path / "out"
+    publish_all(run.flags.to_crs(4326), [run.site], run.tiles, out, run.settings, web_dir=web_dir,
+                with_imagery=False)
+    assert not (out / "imagery").exists()
+    browser.open((out / "index.html").as_uri())
+    browser.wait_for("document.body && document.body.dataset.ready === '1'", timeout=45)
+    assert browser.eval("document.body.dataset.imagerySites") == "0"
+    assert browser.eval("document.querySelector('input[name=\"imagery-mode\"]').disabled") is True
+    assert browser.eval("document.body.dataset.tableRows") == "3"
+    _render(browser, "(compoundwatch.map.jumpTo({center: [87.0, 43.0], zoom: 2}), true)")  # central Asia, wide
+    _, rgb = _shot(browser)
+    mapped = rgb[:, PANEL_PX + 10 :]
+    land = (np.abs(mapped - [0xEC, 0xEE, 0xE8]).max(axis=-1) <= 2).mean()
+    sea = (np.abs(mapped - [0xC9, 0xDB, 0xE6]).max(axis=-1) <= 2).mean()
+    assert land > 0.3 and sea > 0.05, (land, sea)  # Eurasia and the oceans around it
     problems = _problems(browser.events)
     assert problems == [], "\n".join(problems)

@@ -8,6 +8,7 @@ these relative paths, so the folder can be copied or zipped as a whole)::
     site_summary.geojson, site_summary.fgb, site_summary.parquet           per-site summary layer
     compoundwatch.pmtiles                                                  vector tiles: layers flags, sites
     chips/<flag_id>.png                                                    before/after chip per flag
+    imagery/<site>/{before,after}/{z}/{x}/{y}.png, imagery/<site>.js       site imagery, EPSG:3857 XYZ
     stac/catalog.json (+ items)                                            STAC catalog of all of the above
 
 The published flags layer is the input ranked (confidence descending, then ``flag_id``) with two added
@@ -29,6 +30,7 @@ from pipeline.config import Settings, params_hash
 from pipeline.errors import InputFileError
 from pipeline.io import read_cube
 from pipeline.publish.chips import CHIPS_DIR, chip_href, render_chips
+from pipeline.publish.imagery import IMAGERY_DIR, SiteImagery, write_site_imagery
 from pipeline.publish.mappage import write_map_page
 from pipeline.publish.pmtiles import write_pmtiles
 from pipeline.publish.stac import write_stac
@@ -70,6 +72,7 @@ def publish_all(
     web_dir: Path | None = None,
     title: str = "compoundwatch: flagged construction",
     max_zoom: int = 14,
+    with_imagery: bool = True,
 ) -> dict[str, Path]:
     """Write every published output of a run into ``out_dir``; returns ``{what: path}``.
 
@@ -95,12 +98,16 @@ def publish_all(
         Map page title.
     max_zoom
         Highest PMTiles zoom.
+    with_imagery
+        Write each site's before/after imagery tiles (``imagery/``) for the map page
+        (:mod:`pipeline.publish.imagery`).
 
     Returns
     -------
     dict
         Keys ``flags_geojson``, ``flags_fgb``, ``flags_parquet``, ``summary_geojson``, ``summary_fgb``,
-        ``summary_parquet``, ``pmtiles``, ``map``, ``chips`` (the folder), ``stac`` (catalog.json).
+        ``summary_parquet``, ``pmtiles``, ``map``, ``chips`` (the folder), ``stac`` (catalog.json) and, with
+        imagery, ``imagery`` (the folder).
 
     Raises
     ------
@@ -131,7 +138,13 @@ def publish_all(
     if chips_dir.exists():
         shutil.rmtree(chips_dir)
     chips_dir.mkdir(parents=True)
+    imagery_dir = out_dir / IMAGERY_DIR
+    if imagery_dir.exists():
+        shutil.rmtree(imagery_dir)
+    if with_imagery:
+        imagery_dir.mkdir()
     chips: dict[str, Path] = {}
+    imagery: list[SiteImagery] = []
     latest: dict[str, dt.date | None] = {}
     for site in sites:
         path = tiles.get(site.site_id)
@@ -143,6 +156,10 @@ def publish_all(
         own = ranked[ranked["site_id"] == site.site_id] if len(ranked) else ranked
         if len(own):
             chips.update(render_chips(own, cube, chips_dir))
+        if with_imagery:
+            shown = write_site_imagery(site.site_id, cube, own, out_dir)
+            if shown is not None:
+                imagery.append(shown)
 
     written: dict[str, Path] = {}
     flag_files = write_layer(ranked, out_dir, FLAGS_NAME)
@@ -163,8 +180,11 @@ def publish_all(
         web_dir=web_dir,
         params_hash=params_hash(settings),
         period=f"{settings.fetch.start.isoformat()} – {settings.fetch.end.isoformat()}",
+        imagery=imagery,
     )
     written["chips"] = chips_dir
+    if with_imagery:
+        written["imagery"] = imagery_dir
     written["stac"] = write_stac(
         out_dir,
         flags=ranked,

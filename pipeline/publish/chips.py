@@ -110,12 +110,25 @@ def chip_window(
     return ChipWindow(_span(rc, nrows), _span(cc, ncols))
 
 
-def stretch(images: Sequence[np.ndarray], low: float = 2.0, high: float = 98.0) -> list[np.ndarray]:
+def stretch(
+    images: Sequence[np.ndarray],
+    low: float = 2.0,
+    high: float = 98.0,
+    *,
+    masks: Sequence[np.ndarray] | None = None,
+) -> list[np.ndarray]:
     """Robust stretch of ``(y, x, 3)`` images to 0–1 with per-band percentiles over all of them together.
 
-    NaN (no data) becomes 0.5 (mid-grey). A band with no spread maps to 0.5.
+    ``masks`` (one ``(y, x)`` bool array per image, e.g. the clear mask) limits the pixels the percentiles
+    are taken from (clouds then clip to white instead of darkening the scene); every pixel is stretched.
+    When no pixel is selected the percentiles come from all of them. NaN (no data) becomes 0.5
+    (mid-grey). A band with no spread maps to 0.5.
     """
     stack = np.concatenate([im.reshape(-1, im.shape[-1]) for im in images], axis=0)
+    if masks is not None:
+        keep = np.concatenate([np.asarray(m, bool).reshape(-1) for m in masks])
+        if keep.any():
+            stack = stack[keep]
     out = []
     lo = np.full(stack.shape[1], 0.0)
     hi = np.full(stack.shape[1], 1.0)

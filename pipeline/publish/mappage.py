@@ -3,10 +3,16 @@
 The page works from disk (``file://``) with no network: MapLibre's UMD build (``maplibre-gl.js`` and
 ``maplibre-gl.css``, from the npm registry at build time via ``npm ci --prefix web``, never a CDN) is
 copied into the output folder, and the layers are embedded in the page as JSON (browsers do not let a
-``file://`` page fetch other files). The page shows flags coloured by confidence class (polygons from
-zoom 9, points below zoom 11), site outlines (and rings below zoom 10), a popup with every property and the
-before/after chip, a
-filter by ``appeared_before`` and a legend; see ``templates/app.js``.
+``file://`` page fetch other files). The page shows flags outlined and coloured by confidence class
+(polygons from zoom 9, points below zoom 11), site outlines (and rings below zoom 10), a popup with every
+property and the before/after chip, a filter by ``appeared_before``, a legend, and a table of the flags
+(sortable by rank, area and date; a click zooms to the flag; links open the flag's location in Copernicus
+Browser, EO Browser and OpenStreetMap, built from its coordinates: links only, the page requests nothing
+from the network). Under the flags: each site's before/after imagery (:mod:`pipeline.publish.imagery`,
+EPSG:3857 XYZ tiles that the page reads from ``imagery/<key>.js`` scripts) with a before/after switch and an
+opacity slider, over a plain offline basemap (Natural Earth 1:110m countries, public domain, simplified to
+0.2°, in ``templates/basemap.geojson``; land, sea and borders, no labels) for places without imagery. See
+``templates/app.js``.
 
 Escaping: the data goes into a ``<script type="application/json">`` block with ``<``, ``>``, ``&``,
 U+2028 and U+2029 written as JSON ``\\uXXXX`` escapes, so no value can close the block or open a tag; the
@@ -22,7 +28,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +38,14 @@ from shapely.geometry import shape as shp_shape
 import pipeline
 from pipeline._files import write_text_atomic
 from pipeline.errors import InputFileError
+from pipeline.publish.imagery import SiteImagery
 
 __all__ = [
     "CONFIDENCE_CLASSES",
     "MAPLIBRE_FILES",
+    "TABLE_KEYS",
+    "flag_table",
+    "viewer_links",
     "default_web_dir",
     "maplibre_dist",
     "install_web_assets",
@@ -44,6 +54,8 @@ __all__ = [
 ]
 
 _TEMPLATES = Path(__file__).with_name("templates")
+#: The offline basemap (Natural Earth 1:110m countries, EPSG:4326) in the templates folder.
+BASEMAP_FILE = "basemap.geojson"
 #: Files of MapLibre's dist folder copied next to the page (the licence under a clearer name).
 MAPLIBRE_FILES: dict[str, str] = {
     "maplibre-gl.js": "maplibre-gl.js",
@@ -147,6 +159,52 @@ def _points(fc: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": feats}
 
 
+#: Flag properties copied into the page's table rows (besides ``links``, ``lon``/``lat`` and ``bbox``).
+TABLE_KEYS: tuple[str, ...] = (
+    "flag_id", "rank", "site_id", "area_m2", "appeared_after", "appeared_before", "confidence",
+)
+
+
+def viewer_links(lon: float, lat: float, zoom: int = 16) -> dict[str, str]:
+    """URLs that open a WGS84 point (degrees) in common viewers: ``copernicus``, ``eo_browser``, ``osm``.
+
+    Built from the coordinates only (6 decimals, about 0.1 m); the page shows them as links and never
+    requests them itself.
+    """
+    la, lo = f"{lat:.6f}", f"{lon:.6f}"
+    return {
+        "copernicus": f"https://browser.dataspace.copernicus.eu/?zoom={zoom}&lat={la}&lng={lo}",
+        "eo_browser": f"https://apps.sentinel-hub.com/eo-browser/?zoom={zoom}&lat={la}&lng={lo}",
+        "osm": f"https://www.openstreetmap.org/?mlat={la}&mlon={lo}#map={zoom + 1}/{la}/{lo}",
+    }
+
+
+def flag_table(fc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per flag of a FeatureCollection (EPSG:4326), in its order, for the page's table.
+
+    Each row holds the :data:`TABLE_KEYS` properties (None when absent), ``lon``/``lat`` of a point inside
+    the flag (degrees, 7 decimals), its ``bbox`` (west, south, east, north) and :func:`viewer_links` of that
+    point. Features without geometry get no row.
+    """
+    rows = []
+    for f in fc.get("features", []):
+        g = f.get("geometry")
+        if not g:
+            continue
+        geom = shp_shape(g)
+        p = geom.representative_point()
+        props = f.get("properties") or {}
+        row = {k: props.get(k) for k in TABLE_KEYS}
+        row.update(
+            lon=round(p.x, 7),
+            lat=round(p.y, 7),
+            bbox=[round(v, 7) for v in geom.bounds],
+            links=viewer_links(p.x, p.y),
+        )
+        rows.append(row)
+    return rows
+
+
 def _fill(template: str, values: Mapping[str, str]) -> str:
     """Replace ``{{NAME}}`` tokens in one pass (replacement text is never scanned for tokens)."""
 
@@ -167,6 +225,7 @@ def write_map_page(
     web_dir: str | Path | None = None,
     params_hash: str | None = None,
     period: str | None = None,
+    imagery: Sequence[SiteImagery] = (),
 ) -> Path:
     """Write ``<out_dir>/index.html`` and copy MapLibre next to it; returns the page's path.
 
@@ -183,6 +242,9 @@ def write_map_page(
         Folder with ``node_modules/maplibre-gl`` (default :func:`default_web_dir`).
     params_hash, period
         Shown under the title (run provenance and imagery period, e.g. ``2020-06-01 – 2023-06-30``).
+    imagery
+        The sites' before/after tiles already written into ``out_dir`` by
+        :func:`pipeline.publish.imagery.write_site_imagery` (sites left out show the basemap).
 
     Raises
     ------
@@ -205,6 +267,9 @@ def write_map_page(
         "flag_points": _points(flags_fc, ("flag_id", "confidence", "appeared_before")),
         "sites": sites_fc,
         "site_points": _points(sites_fc, ("site_id",)),
+        "flag_table": flag_table(flags_fc),
+        "imagery": [im.to_json() for im in imagery],
+        "basemap": json.loads((_TEMPLATES / BASEMAP_FILE).read_text(encoding="utf-8")),
     }
     app_js = (_TEMPLATES / "app.js").read_text(encoding="utf-8")
     app_css = (_TEMPLATES / "app.css").read_text(encoding="utf-8")
