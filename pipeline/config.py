@@ -152,6 +152,9 @@ class DetectSettings(_Section):
     ``min_post_obs``: clear dates after the break needed to call a change.
     ``pair_method``: two-date detector of ``compare``: ``auto`` (learned model when one exists for the
     scenes' bands, else CVA), ``learned`` (error if no model fits) or ``cva``.
+    ``texture``: also run the texture channel (local contrast; grey blocks on grey ground whose mean colour
+    does not change, :mod:`pipeline.detect.texture`); about 2.6× the series detector's time, so a very wide
+    scan may turn it off.
     """
 
     method: str = "persistent-cva"
@@ -162,6 +165,7 @@ class DetectSettings(_Section):
     min_post_obs: int = Field(3, ge=1)
     max_ndvi_gain: float = Field(0.1, ge=0, le=2)
     pair_method: PairMethod = PairMethod.AUTO
+    texture: bool = True
 
 
 class FlagSettings(_Section):

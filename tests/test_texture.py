@@ -126,3 +126,14 @@ def test_unknown_scenario_is_a_clear_error():
     with pytest.raises(ConfigError, match="unknown synthetic scenario 'grey_desert'"):
         SyntheticFetcher().fetch(request_for(site, settings))
     assert "grey-desert" in SCENARIOS
+
+
+def test_texture_off_is_the_spectral_channel_alone(grey_site):
+    s = grey_site["scenes"]
+    settings = grey_site["settings"].detect
+    off = detect_series(s["reflectance"], s["clear"], settings.model_copy(update={"texture": False}))
+    on = detect_series(s["reflectance"], s["clear"], settings)
+    mask = grey_site["mask"]
+    assert "texture_threshold" not in off.attrs and "texture_threshold" in on.attrs
+    assert (off["change"].values & mask).sum() < 0.1 * mask.sum() < (on["change"].values & mask).sum()
+    assert (off["change"].values <= on["change"].values).all()  # texture only adds

@@ -16,12 +16,12 @@ For each pixel:
    series) this vegetation gate is off.
 5. The threshold is automatic (Otsu on the log score, floored at ``min_score``) unless fixed. The break is
    the first clear date whose own ``z`` and persistent level both pass it.
-6. **Texture**: steps 2-5 run a second time on each date's local contrast (:mod:`pipeline.detect.texture`,
-   noise floored at ``TEXTURE_NOISE_FLOOR``, its own automatic threshold), for buildings whose mean colour
-   is the ground's (grey blocks on grey gravel). Its regions (holes closed, the windows' ring taken off,
-   greening left out as in step 4) join the change; a pixel found only there takes the texture's break date
-   and confidence (its region's median and mean where the closing added it), and a score in units of the
-   spectral threshold.
+6. **Texture** (``texture``, on by default): steps 2-5 run a second time on each date's local contrast
+   (:mod:`pipeline.detect.texture`, noise floored at ``TEXTURE_NOISE_FLOOR``, its own automatic threshold),
+   for buildings whose mean colour is the ground's (grey blocks on grey gravel). Its regions (holes closed,
+   the windows' ring taken off, greening left out as in step 4) join the change; a pixel found only there
+   takes the texture's break date and confidence (its region's median and mean where the closing added it),
+   and a score in units of the spectral threshold.
 
 Steps 1-4 are per pixel and run chunk by chunk on dask arrays (``xarray.apply_ufunc``; the texture windows
 read across chunk borders); only the thresholds and the texture regions look at whole 2-D images.
@@ -205,11 +205,15 @@ def detect_series(refl: xr.DataArray, clear: xr.DataArray, settings: DetectSetti
     kwargs = dict(days=days, doy=doy, is_ref=is_ref, persistence=settings.persistence,
                   min_post_obs=settings.min_post_obs, max_ndvi_gain=settings.max_ndvi_gain)
     spec = _channel(feat, veg, settings, kwargs)
+    thr = spec.threshold
+    if not settings.texture:
+        change, break_index = spec.change, xr.where(spec.change, spec.first, -1).astype("int16")
+        return _dataset(change, spec.score, spec.confidence, break_index, clear, times, keep,
+                        {"threshold": thr, "method": METHOD})
     tex_feat = local_texture(masked).expand_dims(feature=["texture"], axis=-1)
     if tex_feat.chunks is not None:
         tex_feat = tex_feat.chunk({"time": -1, "feature": -1})
     tex = _channel(tex_feat, veg, settings, {**kwargs, "noise_floor": TEXTURE_NOISE_FLOOR})
-    thr = spec.threshold
 
     # texture regions join the change; pixels found only there take the texture's break and confidence
     region = texture_regions(tex.change.values) & ~spec.change.values
@@ -231,6 +235,16 @@ def detect_series(refl: xr.DataArray, clear: xr.DataArray, settings: DetectSetti
     score = xr.where(region_x, np.maximum(spec.score, tex.score * (thr / tex.threshold)), spec.score)
     score = score.astype("float32")
     conf = xr.where(spec.change, spec.confidence, xr.where(region_x, tex_conf, 0)).astype("float32")
+    return _dataset(change, score, conf, break_index, clear, times, keep,
+                    {"threshold": thr, "texture_threshold": tex.threshold, "method": METHOD})
+
+
+def _dataset(
+    change: xr.DataArray, score: xr.DataArray, conf: xr.DataArray, break_index: xr.DataArray,
+    clear: xr.DataArray, times: pd.DatetimeIndex, keep: dict[str, Any], attrs: dict[str, Any],
+) -> xr.Dataset:
+    """The detection contract of :func:`detect_series` from its parts (``after_index``: the last clear date
+    before each break)."""
     clear_c = clear.compute()
     # last clear date before the break
     idx = xr.DataArray(np.arange(times.size), dims="time")
@@ -246,7 +260,7 @@ def detect_series(refl: xr.DataArray, clear: xr.DataArray, settings: DetectSetti
             "clear_fraction": clear_c.mean("time").astype("float32"),
             "clear": clear_c,
         },
-        attrs={"threshold": thr, "texture_threshold": tex.threshold, "method": METHOD},
+        attrs=attrs,
     )
     if "scene_id" in keep:
         ds = ds.assign_coords(scene_id=("time", [str(v) for v in keep["scene_id"].values]))
