@@ -164,8 +164,8 @@ def test_pair_uses_the_learned_model_when_one_fits_the_bands():
     refl, _ = _series(n=2, shape=(40, 40))
     before, after = refl.isel(time=0, drop=True), refl.isel(time=1, drop=True).copy()
     after[:, 12:28, 12:28] = ROOF[:, None, None]
-    det = detect_pair(before, after, DetectSettings())  # pair_method auto: 6 bands -> the s2-6 model
-    assert det.attrs["method"] == "pair-lgbm-s2-6+cva"
+    det = detect_pair(before, after, DetectSettings())  # pair_method auto: 6 bands -> the 4-band ensemble
+    assert det.attrs["method"] == "pair-ensemble-s2-4+cva"
     assert 0 < det.attrs["threshold"] < 1  # a probability
     assert det["change"].values[14:26, 14:26].mean() > 0.9
     assert det["change"].values[:8, :8].sum() == 0

@@ -150,7 +150,7 @@ def test_block_plan_rejects_bad_values() -> None:
 
 def test_compare_blockwise_reaches_the_block_scans(pair: tuple, tmp_path: Path, monkeypatch) -> None:
     """``compoundwatch compare --blockwise BEFORE/ AFTER/`` on 6-band folders is the spatial model's block
-    scan (the RGB model: the only one these bands fit); with ``detect.pair_method: cva`` it is
+    scan (the 4-band model: the best cross-validated one these bands fit); with ``detect.pair_method: cva`` it is
     scan_pair_files. Folders above the in-memory limit take the block scan without ``--blockwise``."""
     from typer.testing import CliRunner
 
@@ -164,12 +164,12 @@ def test_compare_blockwise_reaches_the_block_scans(pair: tuple, tmp_path: Path, 
     out = tmp_path / "flags.geojson"
     res = CliRunner().invoke(app, ["compare", *folders, "--out", str(out), "--blockwise"])
     assert res.exit_code == 0, res.output
-    direct = scan_pair_files_unet(before, after, Settings(), "rgb", site_id="compare")
+    direct = scan_pair_files_unet(before, after, Settings(), "s2-4", site_id="compare")
     got = gpd.read_file(out)
     assert len(got) == len(direct) >= 2
     assert list(got["flag_id"]) == list(direct["flag_id"])
     assert list(got["area_m2"]) == list(direct["area_m2"])
-    assert set(got["method"]) == {"pair-unet-rgb"}
+    assert set(got["method"]) == {"pair-unet-s2-4"}
     assert f"{len(direct)} flag(s)" in res.output
 
     (tmp_path / "cva.yaml").write_text("detect:\n  pair_method: cva\n")

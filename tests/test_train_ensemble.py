@@ -139,9 +139,10 @@ def test_detect_pair_runs_the_ensemble_where_it_scored_highest(tmp_path, monkeyp
 
 
 def test_sentinel2_pairs_run_the_best_shipped_chain() -> None:
-    """The shipped sidecars decide: both ensembles cross-validated above their members; the 10-band one
-    (U-Net s2-10 + LightGBM s2-6) scored highest, so it runs wherever its bands are (L1C's 13, L2A's 12) and
-    its U-Net is the block path's model there; 6 bands keep the pixel classifier, true colour the RGB model."""
+    """The shipped sidecars decide: every ensemble cross-validated above its members; the 10-band one
+    (U-Net s2-10 + LightGBM s2-6, 0.445) runs wherever its bands are (L1C's 13, L2A's 12), the 4-band one
+    (U-Net s2-4 + LightGBM s2-4, 0.443) on 6- and 4-band pairs, true colour the RGB model. The block path
+    takes the best spatial model alone: s2-4 (0.2790) for every Sentinel-2 set, RGB for true colour."""
     from pipeline.config import DetectSettings
     from pipeline.detect.ensemble import choose_band_set as choose_ensemble
     from pipeline.detect.ensemble import load_ensemble_meta
@@ -150,18 +151,20 @@ def test_sentinel2_pairs_run_the_best_shipped_chain() -> None:
     from pipeline.detect.unet import choose_band_set, load_unet_meta
     from tests.test_learned import _scene
 
-    for name in ("s2-13", "s2-10"):
+    for name in ("s2-13", "s2-10", "s2-4"):
         meta = load_ensemble_meta(name)
         assert 0.0 < meta["weight_unet"] < 1.0
         assert meta["cv"]["micro_f1"] > max(v["micro_f1"] for v in meta["fixed_weight"].values())
-    assert load_ensemble_meta("s2-10")["cv"]["micro_f1"] > load_ensemble_meta("s2-13")["cv"]["micro_f1"]
-    assert load_unet_meta("s2-10")["cv"]["micro_f1"] > load_unet_meta("s2-13")["cv"]["micro_f1"]
+    cv = {n: load_ensemble_meta(n)["cv"]["micro_f1"] for n in ("s2-13", "s2-10", "s2-4")}
+    assert cv["s2-10"] > cv["s2-4"] > cv["s2-13"]
+    assert load_unet_meta("s2-4")["cv"]["micro_f1"] >= load_unet_meta("s2-10")["cv"]["micro_f1"]
     l2a = [b for b in BAND_SETS["s2-13"] if b != "B10"]
     for bands in (list(BAND_SETS["s2-13"]), l2a, list(BAND_SETS["s2-10"])):
-        assert choose_ensemble(bands) == "s2-10" and choose_band_set(bands) == "s2-10"
+        assert choose_ensemble(bands) == "s2-10" and choose_band_set(bands) == "s2-4"
         assert best_learned_chain(bands) == ("ensemble", "s2-10")
-    assert best_learned_chain(list(BAND_SETS["s2-6"])) == ("lgbm", "s2-6")
-    assert choose_band_set(list(BAND_SETS["s2-6"])) == "rgb"  # the block path's model for 6 bands
+    for bands in (list(BAND_SETS["s2-6"]), list(BAND_SETS["s2-4"])):
+        assert best_learned_chain(bands) == ("ensemble", "s2-4")
+        assert choose_band_set(bands) == "s2-4"  # the block path's model
     assert best_learned_chain(["B02", "B03", "B04"]) == ("unet", "rgb")
     bands = BAND_SETS["s2-13"]
     det = detect_pair(_scene(bands, False, 0, 96), _scene(bands, True, 1, 96), DetectSettings())
