@@ -319,10 +319,9 @@ def _greened(
     from the break on exceeds the reference median by more than ``max_gain`` (a new field's edge adds texture
     too, and greening is not construction)."""
     v = np.asarray(veg.transpose("time", "y", "x").values, "float32")
-    with np.errstate(all="ignore"):
-        ref = np.nanmedian(v[is_ref], axis=0)
-        out = np.zeros(where.shape, bool)
-        for b in np.unique(first[where]):
-            m = where & (first == b)
-            out[m] = (np.nanmedian(v[int(b):], axis=0)[m] - ref[m]) > max_gain
+    ref = nan_lower_quantile(v[is_ref], 0.5)  # the kernel's medians (the "lower" order statistic)
+    out = np.zeros(where.shape, bool)
+    for b in np.unique(first[where]):
+        m = where & (first == b)
+        out[m] = (nan_lower_quantile(v[int(b):, m], 0.5) - ref[m]) > max_gain
     return out
