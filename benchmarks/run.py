@@ -16,8 +16,8 @@ of two runs (the naive reference and the 4x area run once):
    every pixel (exactly ``detect_pair``), ``vectorise`` on the whole grid, GeoJSON written.
 5. **4× area**: step 3 on a 2 × 2 mosaic (VRT, copies on whole blocks) of the granule: peak RSS growth
    and wall time growth (``time_growth_4x``, no target: 4 is linear).
-6. **learned**: the spatial model block by block (:func:`pipeline.scan.learned.scan_pair_files_unet`, the
-   RGB model on the granule's B02-B04; the 4-band model of the same size now serves 6-band granules), once; its ratio is
+6. **learned**: the spatial model block by block (:func:`pipeline.scan.learned.scan_pair_files_unet`) as
+   ``compare`` runs it on the granule's 6 bands (the 4-band model: B02, B03, B04, B08), once; its ratio is
    against the same decode floor (all 12 files).
 7. **20 sites**: 20 synthetic sites (160 × 160 px, 38 dates: fetch, preprocess, ``detect_series``,
    ``vectorise``) on a dask LocalCluster of 1 and of 2 single-threaded worker processes.

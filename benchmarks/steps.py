@@ -107,24 +107,26 @@ def ours(root: Path, out: Path, vrt: Path | None = None, threads: int = 2, tile_
 
 
 def learned(root: Path, out: Path) -> dict:
-    """The spatial model block by block (``compare --blockwise`` with a model's bands): files → model per
-    1024 px block with a 64 px halo → flags merged across seams → GeoJSON. The granule's 6 bands have no
-    spatial model of their own, so its B02-B04 go to the RGB model."""
+    """The spatial model block by block, as ``compare`` runs it on the granule's 6 bands: the best
+    cross-validated model they cover (:func:`pipeline.detect.unet.choose_band_set`), files → model per
+    block with the model's halo → flags merged across seams → GeoJSON."""
     load_s = _load_kernels()
     from pipeline.config import Settings
-    from pipeline.detect.unet import load_unet
+    from pipeline.detect.unet import choose_band_set, load_unet
     from pipeline.publish.geojson import write_geojson
     from pipeline.scan.learned import scan_pair_files_unet
 
-    load_unet("rgb")  # onnxruntime session: loaded once, like the kernels
+    band_set = choose_band_set([*BANDS_10M, *BANDS_20M])
+    assert band_set is not None
+    load_unet(band_set)  # onnxruntime session: loaded once, like the kernels
     before, after = _files(root)
     t = time.perf_counter()
-    flags = scan_pair_files_unet(before, after, Settings(), "rgb", dates=DATES,
+    flags = scan_pair_files_unet(before, after, Settings(), band_set, dates=DATES,
                                  scene_ids=("T44TNP_" + DATES[0], "T44TNP_" + DATES[1]), site_id="bench")
     write_geojson(flags, out)
     secs = time.perf_counter() - t
     return {"seconds": secs, "n_flags": len(flags), "area_m2": float(flags["area_m2"].sum()),
-            "peak_rss_gib": _rss_gib(), "import_and_kernel_load_seconds": load_s}
+            "band_set": band_set, "peak_rss_gib": _rss_gib(), "import_and_kernel_load_seconds": load_s}
 
 
 def naive(root: Path, out: Path) -> dict:

@@ -44,3 +44,9 @@ def test_missing_model_bands_fail_with_one_clear_error(pair: tuple) -> None:
     before, after = pair
     with pytest.raises(InputFileError, match="needs bands"):
         scan_pair_files_unet({"B02": before["B02"]}, after, Settings(), "rgb")
+
+
+def test_blocks_that_do_not_fit_the_models_pooling_fail_with_one_clear_error(pair: tuple) -> None:
+    before, after = pair
+    with pytest.raises(InputFileError, match="multiples of 8 pixels"):
+        scan_pair_files_unet(before, after, Settings(), "rgb", tile_px=100)

@@ -234,3 +234,38 @@ def test_object_scores_count_components_of_half_a_hectare() -> None:
     pred[70:80, 0:10] = True  # a false object
     s = component_scores(pred, label, np.ones_like(label))
     assert s == {"true": 2, "found": 1, "predicted": 2, "correct": 1}
+
+
+def test_a_space_to_depth_model_measures_its_receptive_field_and_blocks_with_that_halo_are_exact(tmp_path) -> None:
+    torch = pytest.importorskip("torch", reason="torch is the optional 'train' extra")
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    widths = (4, 8, 16)
+    plain, folded = T.build_model(3, widths), T.build_model(3, widths, stem=2)
+    m1, m2 = T.pad_multiple(widths), T.pad_multiple(widths, stem=2)
+    assert (m1, m2) == (4, 8)
+    r1, r2 = T.receptive_radius(plain, 3, m1, side=128), T.receptive_radius(folded, 3, m2, side=128)
+    # two 3x3 convs a level: 2 px at level 0, 4 at level 1, 8 at level 2, then 4 + 2 in the decoder (20),
+    # plus the pooling and up-convolution offsets; the stem doubles every step
+    assert 20 <= r1 <= 24
+    assert r2 == 2 * r1
+    assert T.halo_for(r2, m2) % m2 == 0 and r2 <= T.halo_for(r2, m2) < r2 + m2
+
+    rng = np.random.default_rng(3)
+    b = _scene(rng, (3, 200, 184))
+    a = b.copy()
+    a[:, 60:120, 40:150] += 0.2
+    T.export_onnx(folded, 3, tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    halo = T.halo_for(r2, m2)
+    model = U.UnetModel("rgb", sess, {"bands": ["B04", "B03", "B02"], "threshold": 0.5, "pad_multiple": m2,
+                                      "halo": halo})
+    assert model.halo == halo and model.multiple == m2
+    whole = U.unet_probability(model, b, a, block=208, halo=0)
+    blocks = U.unet_probability(model, b, a, block=48)  # the model's own halo
+    np.testing.assert_allclose(blocks, whole, atol=2e-5)
+    np.testing.assert_allclose(whole, T.predict_torch(folded, normalise(b, percentile_stats(b)),
+                                                      normalise(a, percentile_stats(a)), m2), atol=1e-5)
+    short = U.unet_probability(model, b, a, block=48, halo=m2)
+    assert np.abs(short - whole).max() > 1e-5

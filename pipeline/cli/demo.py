@@ -90,33 +90,33 @@ def repro(project: Path, *, force: bool = False, verbose: bool = False) -> list[
             console.print(f"{mark} {current} [dim]({time.monotonic() - started:.1f} s)[/]")
 
     with console.status("[bold]dvc repro[/]: checking what changed …") as status:
-        proc = subprocess.Popen(
+        with subprocess.Popen(  # the with closes the pipe (no ResourceWarning) and waits
             cmd, cwd=project, env=_dvc_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, bufsize=1,
-        )
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.rstrip()
-            if verbose and line:
-                console.print(Text(line, style="dim"))
-            if m := _RUNNING.match(line):
-                finish(True)
-                current, started = m["stage"], time.monotonic()
-                ran.append(current)
-                if not console.is_terminal and not verbose:  # a log: say what runs, not only what finished
-                    console.print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} running {current} …", markup=False,
-                                  highlight=False)
-                status.update(f"[bold]dvc repro[/]: running [cyan]{current}[/] ({len(ran)} so far) …")
-            elif _SKIPPED.match(line):
-                skipped += 1
-            else:
-                if m := _ERROR.match(line):
-                    error = m["msg"]
-                elif m := _STAGE_ERROR.match(line):
-                    stage_error = m["msg"]
-                if line:
-                    tail.append(line)
-        rc = proc.wait()
+        ) as proc:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.rstrip()
+                if verbose and line:
+                    console.print(Text(line, style="dim"))
+                if m := _RUNNING.match(line):
+                    finish(True)
+                    current, started = m["stage"], time.monotonic()
+                    ran.append(current)
+                    if not console.is_terminal and not verbose:  # a log: say what runs, not only what finished
+                        console.print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} running {current} …", markup=False,
+                                      highlight=False)
+                    status.update(f"[bold]dvc repro[/]: running [cyan]{current}[/] ({len(ran)} so far) …")
+                elif _SKIPPED.match(line):
+                    skipped += 1
+                else:
+                    if m := _ERROR.match(line):
+                        error = m["msg"]
+                    elif m := _STAGE_ERROR.match(line):
+                        stage_error = m["msg"]
+                    if line:
+                        tail.append(line)
+            rc = proc.wait()
     finish(rc == 0)
     if rc != 0:
         if stage_error:  # a stage stopped on bad input or a failing service: its own line says it all

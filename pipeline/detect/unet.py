@@ -43,7 +43,7 @@ __all__ = [
 MODEL_PACKAGE = "pipeline.data.unet"
 MODEL_PIXEL_M = 10.0  # the pixel size (metres) the models were trained at
 DEFAULT_BLOCK = 512  # core size of an inference block (pixels, a multiple of the pooling factor)
-DEFAULT_HALO = 64  # context on each side of a block (pixels, > the receptive-field radius)
+DEFAULT_HALO = 64  # context on each side of a block (pixels) for sidecars that do not state their own
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,12 @@ class UnetModel:
     def multiple(self) -> int:
         """The pooling factor: input sides and block origins are multiples of it."""
         return int(self.meta.get("pad_multiple", 8))
+
+    @property
+    def halo(self) -> int:
+        """Context (pixels) each side of a block needs so that its core equals the whole-scene result: the
+        sidecar's ``halo`` (a multiple of :attr:`multiple` above the measured receptive-field radius)."""
+        return int(self.meta.get("halo", DEFAULT_HALO))
 
     def run(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
         """Probability ``(y, x)`` of one normalised window pair ``(band, y, x)`` (sides multiples of
@@ -140,13 +146,15 @@ def _window(arr: np.ndarray, rows: slice, cols: slice, halo: int, multiple: int)
 
 def unet_probability(
     model: UnetModel, before: np.ndarray, after: np.ndarray, valid: np.ndarray | None = None, *,
-    stats: tuple[NormStats, NormStats] | None = None, block: int = DEFAULT_BLOCK, halo: int = DEFAULT_HALO,
+    stats: tuple[NormStats, NormStats] | None = None, block: int = DEFAULT_BLOCK, halo: int | None = None,
 ) -> np.ndarray:
     """Change probability ``(y, x)`` float32 (0 where not ``valid``) of a pair on one 10 m grid.
 
     ``before``/``after``: ``(band, y, x)`` in the model's band order (reflectance or display values: each
     date is normalised on its own). ``stats``: the dates' normalisation when the caller computed it on a
-    larger scene (block-wise callers), else it is taken from these arrays' valid pixels.
+    larger scene (block-wise callers), else it is taken from these arrays' valid pixels. ``halo`` defaults
+    to the model's own (:attr:`UnetModel.halo`); a caller whose arrays already carry that context (a block
+    read with a halo) passes ``halo=0`` and a ``block`` covering the arrays, so the network runs once.
     """
     if before.shape != after.shape or before.shape[0] != len(model.bands):
         raise BandError(f"the {model.band_set} model needs {len(model.bands)} bands per date on one grid; "
@@ -162,6 +170,7 @@ def unet_probability(
     na[:, ~valid] = 0.0
     out = np.zeros(valid.shape, np.float32)
     m = model.multiple
+    halo = model.halo if halo is None else halo
     for rows, cols in block_windows(valid.shape[0], valid.shape[1], block, halo, m):
         wb, oy, ox = _window(nb, rows, cols, halo, m)
         wa, _, _ = _window(na, rows, cols, halo, m)

@@ -41,15 +41,17 @@ def scan_pair_files_unet(
     dates: tuple[str, str] = ("NaT", "NaT"),
     scene_ids: tuple[str, str] = ("before", "after"),
     tile_px: int = 1024,
-    halo: int = 64,
+    halo: int | None = None,
     site_id: str = "compare",
     progress: Callable[[int, int], None] | None = None,
 ) -> gpd.GeoDataFrame:
     """Flags of the spatial model of ``band_set`` between two scenes given as single-band files.
 
     ``before``/``after``: ``{band: path}`` (DN, 0 = no data, same UTM CRS, 10 m finest grid); the model's
-    bands must be present. ``tile_px`` and ``halo`` are multiples of the model's pooling factor. Returns the
-    ranked flags in EPSG:4326 (as :func:`pipeline.scan.pair_files.scan_pair_files`).
+    bands must be present. ``tile_px`` and ``halo`` are multiples of the model's pooling factor; ``halo``
+    defaults to the model's (above its receptive-field radius, so blocks need no blending). Each block runs
+    the network once, on the block with its halo. Returns the ranked flags in EPSG:4326 (as
+    :func:`pipeline.scan.pair_files.scan_pair_files`).
     """
     import rasterio
 
@@ -59,6 +61,11 @@ def scan_pair_files_unet(
     from pipeline.scan.seams import clip_rows_to_core, merge_flags
 
     model = load_unet(band_set)
+    halo = model.halo if halo is None else halo
+    m = model.multiple
+    if tile_px % m or halo % m:
+        raise InputFileError(f"tile_px ({tile_px}) and halo ({halo}) must be multiples of {m} pixels "
+                             f"for the {band_set} model")
     bands = list(model.bands)
     missing = [b for b in bands if b not in before or b not in after]
     if missing:
@@ -99,7 +106,8 @@ def scan_pair_files_unet(
         if not valid.any():
             return []
         with one_model_run:  # reads overlap, model runs do not: onnxruntime uses both cores within a run
-            prob = unet_probability(model, bv, av, valid, stats=stats)
+            side = -(-max(valid.shape) // m) * m  # one window: the block read with its halo
+            prob = unet_probability(model, bv, av, valid, stats=stats, block=side, halo=0)
         change = (prob >= thr) & valid
         if not change.any():
             return []

@@ -47,7 +47,7 @@ from pipeline.detect.unet_input import CLIP, UNET_BAND_SETS, normalise, percenti
 from pipeline.evaluate.metrics import f1_of_counts, rate, threshold_counts
 from pipeline.evaluate.objects import component_scores
 
-__all__ = ["FOLDS", "Recipe", "CityArrays", "build_model", "train_model", "main"]
+__all__ = ["FOLDS", "Recipe", "CityArrays", "build_model", "pad_multiple", "train_model", "main"]
 
 #: Grouped cross-validation folds over the 10 labelled cities (pairs mixing large and small change shares).
 FOLDS: tuple[tuple[str, str], ...] = (
@@ -75,6 +75,7 @@ class Recipe:
     dice_weight: float = 1.0
     change_centred: float = 0.5
     widths: tuple[int, ...] = (16, 32, 64, 128)
+    stem: int = 1  # space-to-depth factor of the input: the U-Net runs on pixels ``stem`` times coarser
     max_shift_px: float = 1.0
     seed: int = 0
     jpeg: bool = False  # JPEG-compress the augmented dates (the RGB model: exports are JPEGs)
@@ -228,10 +229,18 @@ def sample_batch(
 # ----------------------------------------------------------------------------------------------- model
 
 
-def build_model(in_ch: int, widths: tuple[int, ...] = (16, 32, 64, 128)) -> Any:
+def pad_multiple(widths: tuple[int, ...], stem: int = 1) -> int:
+    """The factor input sides (and block origins) must be multiples of: the stem times the pooling."""
+    return stem * 2 ** (len(widths) - 1)
+
+
+def build_model(in_ch: int, widths: tuple[int, ...] = (16, 32, 64, 128), stem: int = 1) -> Any:
     """A Siamese U-Net with difference skips (the FC-Siam-diff family): one encoder for both dates, the
-    decoder sees ``|f_after - f_before|`` at every scale. Input sides must be multiples of
-    ``2 ** (len(widths) - 1)``. Returns logits ``(n, 1, y, x)``."""
+    decoder sees ``|f_after - f_before|`` at every scale. With ``stem`` > 1 each date's ``stem`` × ``stem``
+    pixel blocks are first folded into channels (space-to-depth, no information dropped), the U-Net runs on
+    that ``stem`` times coarser grid (``stem ** 2`` times fewer pixels, twice the context per layer) and its
+    logits are brought back to the input grid bilinearly. Input sides must be multiples of
+    :func:`pad_multiple`. Returns logits ``(n, 1, y, x)``."""
     import torch
     from torch import nn
 
@@ -244,7 +253,7 @@ def build_model(in_ch: int, widths: tuple[int, ...] = (16, 32, 64, 128)) -> Any:
     class SiamDiffUNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            chans = [in_ch, *widths]
+            chans = [in_ch * stem * stem, *widths]
             self.enc = nn.ModuleList(block(chans[i], chans[i + 1]) for i in range(len(widths)))
             self.pool = nn.MaxPool2d(2)
             self.up = nn.ModuleList(
@@ -261,12 +270,18 @@ def build_model(in_ch: int, widths: tuple[int, ...] = (16, 32, 64, 128)) -> Any:
             return feats
 
         def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+            if stem > 1:
+                before = nn.functional.pixel_unshuffle(before, stem)
+                after = nn.functional.pixel_unshuffle(after, stem)
             fb, fa = self.encode(before), self.encode(after)
             diffs = [torch.abs(a - b) for a, b in zip(fa, fb)]
             x = diffs[-1]
             for i in range(len(widths) - 2, -1, -1):
                 x = self.dec[i](torch.cat([self.up[i](x), diffs[i]], 1))
-            return self.head(x)
+            x = self.head(x)
+            if stem > 1:
+                x = nn.functional.interpolate(x, scale_factor=stem, mode="bilinear", align_corners=False)
+            return x
 
     return SiamDiffUNet()
 
@@ -290,7 +305,7 @@ def train_model(cities: list[CityArrays], recipe: Recipe, ckpt: Path | None = No
 
     torch.manual_seed(recipe.seed)
     in_ch = cities[0].before.shape[0]
-    model = build_model(in_ch, recipe.widths)
+    model = build_model(in_ch, recipe.widths, recipe.stem)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=recipe.lr, total_steps=recipe.steps, pct_start=0.05, anneal_strategy="cos"
@@ -416,6 +431,29 @@ def cv_report(oof: Path, data: dict[str, CityArrays]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- export
 
 
+def receptive_radius(model: Any, in_ch: int, multiple: int, side: int = 512) -> int:
+    """The network's receptive-field radius in input pixels, measured: the largest distance from one output
+    pixel of a random pair at which an input pixel has a non-zero gradient. Inference blocks need a halo of
+    at least this (no seams, nothing to blend)."""
+    import torch
+
+    side = -(-side // multiple) * multiple
+    gen = torch.Generator().manual_seed(0)
+    before = torch.rand(1, in_ch, side, side, generator=gen, requires_grad=True)
+    after = torch.rand(1, in_ch, side, side, generator=gen)
+    model.eval()
+    c = side // 2
+    model(before, after)[0, 0, c, c].backward()
+    assert before.grad is not None
+    ys, xs = np.nonzero(before.grad.abs().sum((0, 1)).numpy())
+    return int(max(c - ys.min(), ys.max() - c, c - xs.min(), xs.max() - c))
+
+
+def halo_for(radius: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is at least ``radius`` pixels."""
+    return -(-radius // multiple) * multiple
+
+
 def export_onnx(model: Any, in_ch: int, path: Path) -> None:
     """The model with a sigmoid, inputs ``before``/``after`` ``(n, band, y, x)`` (dynamic n, y, x), output
     ``probability`` ``(n, 1, y, x)``, opset 17."""
@@ -457,7 +495,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cache = work / "cities"
     cache_cities(root, cache, cities)
     bands = UNET_BAND_SETS[args.band_set]
-    recipe = Recipe(steps=args.steps, jpeg=args.band_set == "rgb", seed=args.seed)
+    recipe = Recipe(steps=args.steps, jpeg=args.band_set == "rgb", seed=args.seed, stem=args.stem,
+                    widths=tuple(args.widths), crop=args.crop)
+    multiple = pad_multiple(recipe.widths, recipe.stem)
     bwork = work / args.band_set
     (bwork / "oof").mkdir(parents=True, exist_ok=True)
     data = {c: load_city(cache, c, bands) for c in cities}
@@ -468,11 +508,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         onnx_path = out / f"unet-{args.band_set}.onnx"
         export_onnx(model, len(bands), onnx_path)
+        radius = receptive_radius(model, len(bands), multiple)
         sidecar = {
             "format": "onnx", "model": onnx_path.name, "band_set": args.band_set, "bands": list(bands),
             "normalisation": {"method": "per-date percentiles", "low": 2.0, "high": 98.0, "clip": CLIP},
             "threshold": 0.5,
-            "pad_multiple": 2 ** (len(recipe.widths) - 1),
+            "pad_multiple": multiple, "receptive_radius_px": radius, "halo": halo_for(radius, multiple),
             "recipe": asdict(recipe), "data_hash": data_hash(cache, cities), "cv": None,
             "torch": torch.__version__,
         }
@@ -484,7 +525,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"fold {k}: validating on {fold}", flush=True)
             model = train_model([data[c] for c in cities if c not in fold], recipe, bwork / f"fold{k}.pt")
             for c in fold:
-                np.save(bwork / "oof" / f"{c}.npy", predict_torch(model, data[c].before, data[c].after))
+                prob = predict_torch(model, data[c].before, data[c].after, multiple)
+                np.save(bwork / "oof" / f"{c}.npy", prob)
         report["cv"] = cv_report(bwork / "oof", data)
         print(json.dumps(report["cv"], indent=1), flush=True)
         side = out / f"unet-{args.band_set}.json"
@@ -503,6 +545,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="pipeline/data/unet", help="where the ONNX model and sidecar go")
     ap.add_argument("--steps", type=int, default=Recipe.steps)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--widths", type=int, nargs="+", default=list(Recipe.widths),
+                    help="channels per U-Net level (default %(default)s)")
+    ap.add_argument("--crop", type=int, default=Recipe.crop, help="training crop side (pixels, default 64)")
+    ap.add_argument("--stem", type=int, default=Recipe.stem,
+                    help="space-to-depth factor: the U-Net runs on a grid this many times coarser (default 1)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-cv", action="store_true", help="skip the grouped cross-validation")
     ap.add_argument("--final", action="store_true", help="train the shipped model on all cities and export it")
