@@ -110,6 +110,12 @@ class _FakeDvc:
     def wait(self) -> int:
         return self._rc
 
+    def __enter__(self) -> _FakeDvc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
 
 @pytest.mark.parametrize(("lines", "expected"), [
     (["ERROR: Unable to acquire lock. Most likely another DVC process is running or was terminated abruptly."],
