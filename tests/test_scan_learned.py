@@ -8,7 +8,7 @@ import pytest
 from shapely.geometry import box
 
 from pipeline.config import Settings
-from pipeline.errors import InputFileError
+from pipeline.errors import ConfigError, InputFileError
 from pipeline.scan.learned import scan_pair_files_unet
 from tests.test_scan_pair_files import EPSG, ROOFS, X0, Y0, _write_pair
 
@@ -48,5 +48,5 @@ def test_missing_model_bands_fail_with_one_clear_error(pair: tuple) -> None:
 
 def test_blocks_that_do_not_fit_the_models_pooling_fail_with_one_clear_error(pair: tuple) -> None:
     before, after = pair
-    with pytest.raises(InputFileError, match="multiples of 8 pixels"):
+    with pytest.raises(ConfigError, match="multiples of 8 pixels"):
         scan_pair_files_unet(before, after, Settings(), "rgb", tile_px=100)

@@ -22,7 +22,7 @@ from pipeline.config import Settings
 from pipeline.detect.threshold import probability_confidence
 from pipeline.detect.unet import load_unet, unet_probability
 from pipeline.detect.unet_input import NormStats, percentile_stats
-from pipeline.errors import InputFileError
+from pipeline.errors import ConfigError, InputFileError
 from pipeline.scan.tiling import TileSpec, tiles_for_grid
 
 __all__ = ["scan_pair_files_unet", "SAMPLE_PX", "MAX_SAMPLE_WINDOWS"]
@@ -64,7 +64,7 @@ def scan_pair_files_unet(
     halo = model.halo if halo is None else halo
     m = model.multiple
     if tile_px % m or halo % m:
-        raise InputFileError(f"tile_px ({tile_px}) and halo ({halo}) must be multiples of {m} pixels "
+        raise ConfigError(f"tile_px ({tile_px}) and halo ({halo}) must be multiples of {m} pixels "
                              f"for the {band_set} model")
     bands = list(model.bands)
     missing = [b for b in bands if b not in before or b not in after]
