@@ -50,6 +50,8 @@ __all__ = [
     "BASELINE_METHOD",
     "LEARNED_METHOD",
     "ChainResult",
+    "LocoChain",
+    "loco_chain",
     "Recipe",
     "Progress",
     "pick_cities",
@@ -196,28 +198,30 @@ def _decide(prob: np.ndarray, sigma: float, rule: dict[str, float] | None, thres
     return (smooth >= thr) & valid
 
 
-def evaluate_learned(
-    root: str | Path, cities: Sequence[str], band_set: str = "s2-13", *, recipe: Recipe = Recipe(),
-    strong: Mapping[str, np.ndarray] | None = None, cva_seconds: Mapping[str, float] | None = None,
-    progress: Progress = _quiet,
-) -> ChainResult:
-    """Score the learned chain leave-one-city-out on ``cities`` (at least 2).
+@dataclass(frozen=True)
+class LocoChain:
+    """The LightGBM chain's leave-one-city-out maps: ``probs`` (per city, 0-1 on its label grid, after the
+    chosen segment averaging, before smoothing), ``labels``, the chosen smoothing and decision rule
+    (``selection``, as :func:`pipeline.train.oscd.select_chain` returns it), the ``members`` averaged, the
+    ``segment_rule`` and the seconds per city (its folds' training, reading, features and prediction)."""
 
-    Each city is predicted by a model trained (``recipe``) on the other cities' sampled pixels; the smoothing
-    and decision rule are chosen on the pooled LOCO probabilities (as for the shipped model) and each
-    prediction is united with ``strong`` (the extreme-CVA masks of :func:`evaluate_baseline`; none: the
-    classifier alone). Seconds per city: training the fold, reading, features and prediction of the city,
-    plus its ``cva_seconds`` (the union's CVA detection). ``info`` holds the decision rule, the strict
-    scores, the classifier-only pooled F1 and the recipe.
-    """
-    from pipeline.detect.features import BAND_SETS
+    probs: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    selection: dict[str, Any]
+    members: tuple[str, ...]
+    segment_rule: Any
+    seconds: dict[str, float]
+
+
+def loco_chain(root: str | Path, cities: Sequence[str], band_set: str, recipe: Recipe = Recipe(),
+               progress: Progress = _quiet) -> LocoChain:
+    """Form the LightGBM chain of ``band_set`` leave one city out, as the shipped chain forms it: each member
+    (the band set's model and its blend partners) trained with ``recipe`` on the other cities' sampled
+    pixels, the members averaged, segment averaging and the decision rule chosen on the pooled maps. Used by
+    ``evaluate oscd`` and by the ensemble's selection (:mod:`pipeline.train.ensemble`)."""
     from pipeline.train import oscd as tr
 
-    if band_set not in BAND_SETS:
-        raise ConfigError(f"unknown band set {band_set!r}; known: {', '.join(BAND_SETS)}")
     cities = list(cities)
-    if len(cities) < 2:
-        raise ConfigError("leave-one-city-out needs at least 2 cities")
     members = [band_set] + tr.blend_partners(band_set)  # the shipped chain averages these models
     member_probs: list[dict[str, np.ndarray]] = []
     segments: dict[str, np.ndarray] = {}  # of the chain's own band set, cut in its folds
@@ -247,6 +251,32 @@ def evaluate_learned(
             secs[c] += fold_secs[c]
     probs = tr.blend_probs(member_probs) if len(members) > 1 else member_probs[0]
     sel, segment_rule, probs = tr.select_chain(probs, labels, segments)
+    return LocoChain(probs, labels, sel, tuple(members), segment_rule, secs)
+
+
+def evaluate_learned(
+    root: str | Path, cities: Sequence[str], band_set: str = "s2-13", *, recipe: Recipe = Recipe(),
+    strong: Mapping[str, np.ndarray] | None = None, cva_seconds: Mapping[str, float] | None = None,
+    progress: Progress = _quiet,
+) -> ChainResult:
+    """Score the learned chain leave-one-city-out on ``cities`` (at least 2).
+
+    Each city is predicted by a model trained (``recipe``) on the other cities' sampled pixels; the smoothing
+    and decision rule are chosen on the pooled LOCO probabilities (as for the shipped model) and each
+    prediction is united with ``strong`` (the extreme-CVA masks of :func:`evaluate_baseline`; none: the
+    classifier alone). Seconds per city: training the fold, reading, features and prediction of the city,
+    plus its ``cva_seconds`` (the union's CVA detection). ``info`` holds the decision rule, the strict
+    scores, the classifier-only pooled F1 and the recipe.
+    """
+    from pipeline.detect.features import BAND_SETS
+
+    if band_set not in BAND_SETS:
+        raise ConfigError(f"unknown band set {band_set!r}; known: {', '.join(BAND_SETS)}")
+    cities = list(cities)
+    if len(cities) < 2:
+        raise ConfigError("leave-one-city-out needs at least 2 cities")
+    chain = loco_chain(root, cities, band_set, recipe, progress)
+    probs, labels, sel, secs = chain.probs, chain.labels, chain.selection, chain.seconds
     union = strong or {}
     scores: dict[str, Scores] = {}
     strict: dict[str, Scores] = {}
@@ -265,8 +295,8 @@ def evaluate_learned(
     info = {
         "source": "loco",
         "band_set": band_set,
-        "blend": members[1:],
-        "segment_average": segment_rule,
+        "blend": list(chain.members[1:]),
+        "segment_average": chain.segment_rule,
         "cva_union": strong is not None,
         "decision_rule": {"smooth_sigma_px": sel["sigma"], "adaptive_threshold": sel["adaptive"],
                           "threshold": sel["threshold"]},

@@ -170,31 +170,19 @@ def lgbm_oof(root: Path, band_set: str, cities: Sequence[str], out: Path, thread
     ``evaluate oscd`` retrains its folds)."""
     from scipy import ndimage
 
-    from pipeline.evaluate.oscd import Recipe
+    from pipeline.evaluate.oscd import Recipe, loco_chain
 
-    recipe = Recipe(threads=threads)
     done = out / "selection.json"
     if done.is_file():
         return dict(json.loads(done.read_text()))
     out.mkdir(parents=True, exist_ok=True)
-    members = [band_set, *tr.blend_partners(band_set)]
-    member_probs = []
-    segments: dict[str, np.ndarray] = {}
-    labels: dict[str, np.ndarray] = {}
-    for bs in members:
-        rng = np.random.default_rng(recipe.seed)
-        data = {c: tr.load_city(root, c, bs, recipe.n_pos, recipe.n_neg, rng)[1] for c in cities}
-        labels = {c: data[c].label for c in cities}
-        probs, _ = tr.loco(root, cities, bs, data, recipe.n_trees, recipe.threads,
-                           segments=segments if bs == band_set else None)
-        member_probs.append(probs)
-    probs = tr.blend_probs(member_probs) if len(members) > 1 else member_probs[0]
-    sel, seg_rule, probs = tr.select_chain(probs, labels, segments)
+    chain = loco_chain(root, cities, band_set, Recipe(threads=threads))
+    probs, sel = chain.probs, chain.selection
     for c in cities:
         p = probs[c]
         smooth = ndimage.gaussian_filter(p, sel["sigma"]) if sel["sigma"] > 0 else p
         np.save(out / f"{c}.npy", np.where(p > 0, smooth, 0.0).astype(np.float32))
-    info = {"members": members, "smooth_sigma_px": sel["sigma"], "segment_average": seg_rule}
+    info = {"members": list(chain.members), "smooth_sigma_px": sel["sigma"], "segment_average": chain.segment_rule}
     done.write_text(json.dumps(info, indent=1) + "\n")
     return info
 
