@@ -446,7 +446,10 @@ def receptive_radius(model: Any, in_ch: int, multiple: int, side: int = 512) -> 
     model(before, after)[0, 0, c, c].backward()
     assert before.grad is not None
     ys, xs = np.nonzero(before.grad.abs().sum((0, 1)).numpy())
-    return int(max(c - ys.min(), ys.max() - c, c - xs.min(), xs.max() - c))
+    radius = int(max(c - ys.min(), ys.max() - c, c - xs.min(), xs.max() - c))
+    if radius >= c - 1:  # the field reaches the probe's border: it may be wider still
+        return receptive_radius(model, in_ch, multiple, side * 2)
+    return radius
 
 
 def halo_for(radius: int, multiple: int) -> int:
